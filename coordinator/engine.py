@@ -1,0 +1,166 @@
+"""The round loop, written once for every strategy (DESIGN.md §3)::
+
+    for t in range(total):
+        hp      = strategy.round_params(t)          # γ_t scoped, LR schedule applied
+        results = pool.run_round(strategy.anchors(), hp)     # L inner steps on each replica
+        stats   = strategy.aggregate(t, results, failures)   # the outer step
+        record metrics; every eval_every: evaluate x̄, checkpoint
+
+Cost accounting follows DESIGN.md §4: a round costs L gradient evaluations per replica; an
+*epoch* is ``nb`` outer steps (nb = minibatches in one pass over a replica's data), i.e. L
+data passes per replica — the papers' "effective epochs" are reported as data passes.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Protocol
+
+from coordinator.checkpoint import save_checkpoint
+from coordinator.evaluate import Evaluator
+from coordinator.spec import JobSpec
+from coordinator.strategies.base import Strategy
+
+
+class ReplicaError(RuntimeError):
+    """A replica failed; ``replica`` and ``round`` say where, the message says why."""
+
+    def __init__(self, message: str, replica: int, round: int):
+        super().__init__(message)
+        self.replica, self.round = replica, round
+
+
+class DivergenceError(ReplicaError):
+    """A loss or weight became NaN/Inf."""
+
+
+class Listener(Protocol):
+    def on_round(self, record: dict) -> None: ...
+    def on_eval(self, record: dict) -> None: ...
+    def on_checkpoint(self, path: Path, step: int) -> None: ...
+
+
+def batches_per_pass(spec: JobSpec, num_train: int) -> int:
+    pool = max(spec.train.batch_size, int(round(num_train * spec.dataset.fraction)))
+    return max(1, min(pool, num_train) // spec.train.batch_size)
+
+
+class Engine:
+    def __init__(self, spec: JobSpec, strategy: Strategy, pool, evaluator: Evaluator, *,
+                 num_train: int, checkpoint_dir: Path | None = None, listeners: list | None = None):
+        self.spec = spec.resolved()
+        self.strategy, self.pool, self.evaluator = strategy, pool, evaluator
+        self.checkpoint_dir = checkpoint_dir
+        self.listeners = list(listeners or [])
+        tr = self.spec.train
+        self.nb = batches_per_pass(self.spec, num_train)
+        self.total = tr.outer_steps if tr.outer_steps is not None else max(1, math.ceil(tr.epochs * self.nb))
+        self.eval_every = tr.eval_every or max(1, self.total // 10)
+        self.ckpt_every = self.spec.checkpoint.every or self.eval_every
+        self.milestones = [round(m * self.nb) for m in self.spec.outer.milestones]
+        self.t = 0
+        self.counters = {"grad_evals": 0, "samples": 0, "wall_s": 0.0, "bytes_sent": 0, "bytes_received": 0}
+        self.last_eval: dict = {}
+        self.samples_per_replica = num_train * self.spec.dataset.fraction
+
+    def lr_factor(self, t: int) -> float:
+        return self.spec.outer.lr_factor ** sum(t >= m for m in self.milestones)
+
+    # ----- one round ----------------------------------------------------------------------
+    def step(self) -> dict:
+        t = self.t
+        start = time.perf_counter()
+        hp = self.strategy.round_params(t, self.lr_factor(t))
+        results, failures, comm = self.pool.run_round(self.strategy.anchors(), hp)
+        gathered = time.perf_counter()
+        if failures:
+            f = failures[0]
+            raise ReplicaError(f"replica {f.index} failed in round {t}: {f.error}", f.index, t)
+        for r in results:
+            if not r.stats.get("finite", True):
+                raise DivergenceError(
+                    f"diverged in round {t} on replica {r.index}: loss {r.stats['loss']:.4g} "
+                    f"(γ={hp.gamma:.4g}, η'={hp.lr:g}, ε={hp.noise:g}, η={self.strategy.round_values(t)['lr']:g})",
+                    r.index, t)
+        agg = self.strategy.aggregate(t, results, failures)
+        end = time.perf_counter()
+        self.t = t + 1
+        round_s = end - start
+        compute_s = max(r.stats["compute_s"] for r in results)
+        samples = sum(r.stats["samples"] for r in results)
+        self.counters["grad_evals"] += sum(r.stats["grad_evals"] for r in results)
+        self.counters["samples"] += samples
+        self.counters["wall_s"] += round_s
+        self.counters["bytes_sent"] += comm.get("bytes_sent", 0)
+        self.counters["bytes_received"] += comm.get("bytes_received", 0)
+        record = {
+            "round": self.t, "epoch": self.t / self.nb,
+            "loss": sum(r.stats["loss"] for r in results) / len(results),
+            "train_error": sum(r.stats["train_error"] for r in results) / len(results),
+            **self.strategy.round_values(t), **agg,
+            "round_s": round_s, "compute_s": compute_s, "comm_s": max(0.0, round_s - compute_s),
+            "aggregate_s": end - gathered, "samples_per_s": samples / round_s if round_s > 0 else 0.0,
+            "bytes_sent": comm.get("bytes_sent", 0), "bytes_received": comm.get("bytes_received", 0),
+            "replicas": [{k: r.stats[k] for k in ("replica", "loss", "compute_s", "grad_evals")} for r in results],
+        }
+        for listener in self.listeners:
+            listener.on_round(record)
+        return record
+
+    # ----- evaluation, checkpoints, the whole run ---------------------------------------------
+    def evaluate(self) -> dict:
+        record = {"round": self.t, "epoch": self.t / self.nb, **self.evaluator.evaluate(self.strategy.reference()),
+                  **self.cost()}
+        self.last_eval = record
+        for listener in self.listeners:
+            listener.on_eval(record)
+        return record
+
+    def cost(self) -> dict:
+        k = self.pool.size
+        per_replica_samples = self.counters["samples"] / max(k, 1)
+        return {"grad_evals_total": self.counters["grad_evals"],
+                "grad_evals_per_replica": self.counters["grad_evals"] / max(k, 1),
+                "samples_total": self.counters["samples"],
+                "data_passes_per_replica": per_replica_samples / self.samples_per_replica,
+                "data_passes_total": self.counters["samples"] / self.samples_per_replica,
+                "wall_s": self.counters["wall_s"]}
+
+    def checkpoint(self) -> Path | None:
+        if self.checkpoint_dir is None:
+            return None
+        payload = {
+            "spec": self.spec.to_dict(), "round": self.t,
+            "model": self.evaluator.state_dict(self.strategy.reference()),
+            "strategy": self.strategy.state_dict(), "replicas": self.pool.get_states(),
+            "counters": dict(self.counters), "last_eval": dict(self.last_eval),
+        }
+        path = save_checkpoint(self.checkpoint_dir, self.t, payload, self.spec.checkpoint.keep_last)
+        for listener in self.listeners:
+            listener.on_checkpoint(path, self.t)
+        return path
+
+    def restore(self, ckpt: dict) -> None:
+        self.t = int(ckpt["round"])
+        self.strategy.load_state_dict(ckpt["strategy"])
+        self.pool.set_states(ckpt["replicas"])
+        self.counters.update(ckpt["counters"])
+        self.last_eval = dict(ckpt.get("last_eval", {}))
+
+    def run(self) -> dict:
+        """Run to the end of the budget; return the final summary."""
+        while self.t < self.total:
+            self.step()
+            if self.t % self.eval_every == 0 or self.t == self.total:
+                self.evaluate()
+            if self.t % self.ckpt_every == 0 or self.t == self.total:
+                self.checkpoint()
+        if self.last_eval.get("round") != self.t:
+            self.evaluate()
+        return self.summary()
+
+    def summary(self) -> dict:
+        return {"strategy": self.spec.strategy, "model": self.spec.model, "dataset": self.spec.dataset.name,
+                "replicas": self.pool.size, "rounds": self.t, "epochs": self.t / self.nb,
+                **{k: v for k, v in self.last_eval.items() if k.startswith("test_")}, **self.cost()}

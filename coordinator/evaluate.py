@@ -1,0 +1,56 @@
+"""Evaluation of a state vector on the test split, in eval mode (BatchNorm uses its averages)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from coordinator.spec import JobSpec
+from worker.data.datasets import Dataset
+from worker.flat import FlatState
+from worker.models import build_model, error_count, target_count, task_loss
+
+
+def initial_model(spec: JobSpec, dataset: Dataset) -> torch.nn.Module:
+    """The job's initial model: built under the job seed, so every run of a spec starts equal."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec.train.seed)
+        return build_model(spec.model, dataset.input_shape, dataset.num_classes)
+
+
+class Evaluator:
+    def __init__(self, spec: JobSpec, dataset: Dataset, batch_size: int = 1000):
+        self.dataset = dataset
+        self.model = initial_model(spec, dataset)
+        self.flat = FlatState(self.model)
+        self.batch_size = batch_size
+
+    @property
+    def initial_state(self) -> torch.Tensor:
+        return self.flat.state.clone()
+
+    def state_dict(self, vector: torch.Tensor) -> dict:
+        """A plain ``state_dict`` (loads with ``model.load_state_dict``) for ``vector``."""
+        self.flat.load(vector)
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    @torch.no_grad()
+    def evaluate(self, vector: torch.Tensor) -> dict:
+        self.flat.load(vector)
+        self.model.eval()
+        n = self.dataset.num_test
+        loss_sum, errors, items = 0.0, 0, 0
+        for start in range(0, n, self.batch_size):
+            idx = np.arange(start, min(n, start + self.batch_size))
+            inputs, targets = self.dataset.batch(idx, "test")
+            out = self.model(inputs)
+            count = target_count(targets)
+            loss_sum += float(task_loss(out, targets)) * count
+            errors += error_count(out, targets)
+            items += count
+        loss = loss_sum / max(items, 1)
+        result = {"test_loss": loss, "test_error": errors / max(items, 1)}
+        if self.dataset.kind == "text":
+            result["test_perplexity"] = math.exp(min(loss, 50.0))
+        return result

@@ -1,0 +1,102 @@
+"""``esgd run``: one job, start to finish, in this process (embedded Ray by default).
+
+Wires the pieces together — dataset, evaluator (initial weights), strategy, replica pool,
+engine, run directory, progress bar — handles ``--resume`` and Ctrl-C: an interrupt abandons
+the round in flight, writes a checkpoint of the last completed round, and exits cleanly.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from coordinator.checkpoint import load_latest
+from coordinator.engine import Engine
+from coordinator.evaluate import Evaluator
+from coordinator.rundir import MetricsLog, RunDir
+from coordinator.spec import JobSpec
+from coordinator.strategies import make_strategy
+from worker.data.datasets import Dataset, load_dataset
+
+
+def dataset_for(spec: JobSpec) -> Dataset:
+    d = spec.dataset
+    data = load_dataset(d.name, d.path, seq_len=d.seq_len, seed=spec.train.seed)
+    if d.train_subset or d.test_subset:
+        data = data.subset(train=d.train_subset, test=d.test_subset, seed=spec.train.seed)
+    return data
+
+
+class ProgressBar:
+    """Engine listener: a tqdm bar per round and one concise line per evaluation."""
+
+    def __init__(self, total: int, initial: int, enabled: bool = True):
+        from tqdm import tqdm
+
+        self._tqdm = tqdm
+        self.bar = tqdm(total=total, initial=initial, unit="round", disable=not enabled, dynamic_ncols=True,
+                        file=sys.stderr)
+
+    def on_round(self, record: dict) -> None:
+        post = {"loss": f"{record['loss']:.3f}", "γ": f"{record['gamma']:.2g}", "smp/s": f"{record['samples_per_s']:.0f}"}
+        if "rho" in record:
+            post["ρ"] = f"{record['rho']:.2g}"
+        self.bar.set_postfix(post, refresh=False)
+        self.bar.update(1)
+
+    def on_eval(self, record: dict) -> None:
+        line = (f"round {record['round']:>6}  epoch {record['epoch']:7.3f}  test_error {record['test_error']:.4f}  "
+                f"test_loss {record['test_loss']:.4f}  data_passes/replica {record['data_passes_per_replica']:.2f}  "
+                f"wall {record['wall_s']:.1f}s")
+        self._tqdm.write(line, file=sys.stderr)
+
+    def on_checkpoint(self, path, step) -> None:
+        pass
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def run_job(spec: JobSpec, run_dir: str | Path, *, resume: bool = False, ray_address: str | None = None,
+            local: bool = False, progress: bool = True, num_cpus: int | None = None) -> dict:
+    """Run ``spec`` to completion in ``run_dir``; return the summary (also in summary.json).
+
+    ``local=True`` runs the replicas in this process (no Ray): for debugging and tests.
+    """
+    spec = spec.resolved()
+    rd = RunDir(run_dir)
+    rd.prepare(spec, resume)
+    dataset = dataset_for(spec)
+    evaluator = Evaluator(spec, dataset)
+    strategy = make_strategy(spec, evaluator.initial_state, evaluator.flat.num_params)
+    if local:
+        from coordinator.pool import LocalPool
+
+        pool = LocalPool(spec, dataset)
+    else:
+        from coordinator.cluster import connect
+        from coordinator.pool import RayPool
+
+        resources = connect(ray_address, num_cpus=num_cpus)
+        spec.check_capacity(resources.get("CPU", 0.0), resources.get("GPU", 0.0))
+        pool = RayPool(spec, dataset)
+    metrics = MetricsLog(rd)
+    engine = Engine(spec, strategy, pool, evaluator, num_train=dataset.num_train,
+                    checkpoint_dir=rd.checkpoints, listeners=[metrics])
+    if resume and (found := load_latest(rd.checkpoints)):
+        engine.restore(found[1])
+    bar = ProgressBar(engine.total, engine.t, enabled=progress)
+    engine.listeners.append(bar)
+    status = "succeeded"
+    try:
+        summary = engine.run()
+    except KeyboardInterrupt:
+        status = "interrupted"
+        engine.checkpoint()
+        summary = engine.summary()
+    finally:
+        bar.close()
+        metrics.close()
+        pool.shutdown()
+    summary = {"status": status, "run_dir": str(rd.path), **summary}
+    rd.write_summary(summary)
+    return summary

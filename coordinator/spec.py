@@ -1,0 +1,262 @@
+"""The job spec: one frozen, validated configuration object for a training job.
+
+Every entry point (YAML/JSON file, gRPC request, Python call) builds a :class:`JobSpec` and
+nothing else: validation happens once, here, and every error names the offending field with
+its dotted path (``inner.lr``) and the allowed range, e.g.::
+
+    inner.lr: Input should be greater than 0 (got -0.1)
+
+Unknown keys, wrong types, NaN/Inf, negatives and out-of-range values are all rejected.
+Symbols follow DESIGN.md §4: ``K`` replicas, ``L`` inner steps, ``γ`` coupling (scope),
+``η'`` Langevin step, ``ε`` thermal noise, ``α`` weight of the newest iterate in ``μ``,
+``ρ`` elastic coupling, ``η`` outer learning rate, ``λ`` weight decay.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+STRATEGIES = ("entropy-sgd", "parle", "elastic-sgd", "sgd")
+MODEL_NAMES = ("mnistfc", "lenet", "allcnn-bn", "char-lstm", "mlp")
+DATASET_NAMES = ("fashion-mnist", "mnist", "idx", "cifar10", "text", "synthetic", "synthetic-text")
+
+
+# What each baseline strategy pins (DESIGN.md §4 special cases). Setting one of these fields
+# explicitly to another value is an error; leaving it out takes the pinned value.
+FORCED: dict[str, dict[str, dict[str, float]]] = {
+    "sgd": {"inner": {"gamma0": 0.0, "noise": 0.0, "alpha": 1.0}, "outer": {"lr": 1.0, "momentum": 0.0}},
+    "elastic-sgd": {"inner": {"gamma0": 0.0, "noise": 0.0, "alpha": 1.0}, "outer": {"lr": 1.0, "momentum": 0.0}},
+}
+
+
+class SpecError(ValueError):
+    """A job spec that cannot run. ``field`` is the dotted path of the first bad field."""
+
+    def __init__(self, message: str, field: str = ""):
+        super().__init__(message)
+        self.field = field
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
+
+
+class DatasetSpec(_Section):
+    name: Literal[DATASET_NAMES] = "fashion-mnist"  # type: ignore[valid-type]
+    path: str | None = Field(None, description="directory or file; None = the default location")
+    fraction: float = Field(1.0, gt=0.0, le=1.0, description="share of the training set each replica sees")
+    train_subset: int = Field(0, ge=0, description="use only this many training samples (0 = all)")
+    test_subset: int = Field(0, ge=0, description="use only this many test samples (0 = all)")
+    seq_len: int = Field(100, ge=2, le=10_000, description="characters per sequence (text data)")
+
+
+class InnerSpec(_Section):
+    """The Langevin inner loop (Entropy-SGD Algorithm 1)."""
+
+    steps: int = Field(20, ge=1, le=100_000, description="L: inner steps (gradient evaluations) per outer step")
+    lr: float = Field(0.1, gt=0.0, le=100.0, description="η': Langevin step size")
+    noise: float = Field(1e-4, ge=0.0, le=10.0, description="ε: thermal noise")
+    alpha: float = Field(0.75, gt=0.0, le=1.0, description="α: weight of the newest iterate in μ")
+    gamma0: float = Field(1e-4, ge=0.0, le=1e6, description="γ0: initial coupling")
+    gamma1: float = Field(1e-3, ge=0.0, le=10.0, description="γ1: scoping rate, γ_t = γ0 (1+γ1)^t")
+    gamma_max: float | None = Field(None, ge=0.0, description="cap on γ_t (None = no cap)")
+    momentum: float = Field(0.0, ge=0.0, lt=1.0, description="momentum on the inner gradient g")
+    nesterov: bool = False
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="λ: L2 term added to g (inner loop only)")
+
+
+class OuterSpec(_Section):
+    """The outer step: a stock ``torch.optim.SGD`` on the pseudo-gradient ``d = x − μ̄``."""
+
+    lr: float = Field(1.0, gt=0.0, le=100.0, description="η: outer learning rate")
+    momentum: float = Field(0.0, ge=0.0, lt=1.0)
+    nesterov: bool = False
+    lr_form: Literal["direct", "gamma"] = Field(
+        "direct", description="direct: x ← x − η (x − μ̄); gamma (paper form): x ← x − η γ_t (x − μ̄)")
+    milestones: tuple[float, ...] = Field((), description="epochs after which η is multiplied by lr_factor")
+    lr_factor: float = Field(0.1, gt=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _check(self) -> "OuterSpec":
+        if self.nesterov and self.momentum == 0.0:
+            raise ValueError("outer.nesterov: needs outer.momentum > 0")
+        if any(m <= 0 for m in self.milestones) or list(self.milestones) != sorted(self.milestones):
+            raise ValueError("outer.milestones: must be positive and increasing")
+        return self
+
+
+class ElasticSpec(_Section):
+    """Parle / Elastic-SGD coupling of each replica to the reference: ρ_t = ρ0 (1+ρ1)^t."""
+
+    rho0: float = Field(1.0, ge=0.0, le=1e6)
+    rho1: float = Field(0.0, ge=0.0, le=10.0)
+    rho_max: float | None = Field(None, ge=0.0)
+
+
+class TrainSpec(_Section):
+    batch_size: int = Field(128, ge=1, le=65_536)
+    epochs: float | None = Field(
+        None, gt=0.0, le=10_000, description="paper epochs: one epoch = nb outer steps (nb = batches per pass)")
+    outer_steps: int | None = Field(None, ge=1, le=100_000_000, description="explicit number of outer steps")
+    eval_every: int = Field(0, ge=0, description="evaluate every N outer steps (0 = 10 times per run)")
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+
+    @model_validator(mode="after")
+    def _budget(self) -> "TrainSpec":
+        if (self.epochs is None) == (self.outer_steps is None):
+            raise ValueError("train.epochs: give exactly one of train.epochs or train.outer_steps")
+        return self
+
+
+class ResourceSpec(_Section):
+    cpus_per_replica: float = Field(1.0, gt=0.0, le=1024)
+    gpus_per_replica: float | Literal["auto"] = Field(
+        "auto", description="fraction of a GPU per replica; auto = share the cluster's GPUs, 0 without CUDA")
+    threads_per_replica: int = Field(0, ge=0, le=256, description="torch threads per replica (0 = from cpus)")
+
+    @model_validator(mode="after")
+    def _gpus(self) -> "ResourceSpec":
+        g = self.gpus_per_replica
+        if g != "auto" and not (0.0 <= g <= 64 and math.isfinite(g)):
+            raise ValueError("resources.gpus_per_replica: must be 'auto' or in [0, 64]")
+        return self
+
+
+class CheckpointSpec(_Section):
+    every: int = Field(0, ge=0, description="checkpoint every N outer steps (0 = at each evaluation)")
+    keep_last: int = Field(3, ge=1, le=1000)
+
+
+class JobSpec(_Section):
+    """A complete, validated, immutable training job."""
+
+    name: str = Field("job", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    model: Literal[MODEL_NAMES] = "lenet"  # type: ignore[valid-type]
+    dataset: DatasetSpec = DatasetSpec()
+    strategy: Literal[STRATEGIES] = "entropy-sgd"  # type: ignore[valid-type]
+    replicas: int = Field(1, ge=1, le=1024, description="K")
+    inner: InnerSpec = InnerSpec()
+    outer: OuterSpec = OuterSpec()
+    elastic: ElasticSpec = ElasticSpec()
+    train: TrainSpec = TrainSpec(outer_steps=100)
+    resources: ResourceSpec = ResourceSpec()
+    checkpoint: CheckpointSpec = CheckpointSpec()
+
+    @model_validator(mode="after")
+    def _cross(self) -> "JobSpec":
+        text_model = self.model == "char-lstm"
+        text_data = self.dataset.name in ("text", "synthetic-text")
+        if text_model != text_data:
+            raise ValueError("model: char-lstm goes with dataset.name text or synthetic-text, and only with them")
+        for section, pinned in FORCED.get(self.strategy, {}).items():
+            sec = getattr(self, section)
+            for key, value in pinned.items():
+                if key in sec.model_fields_set and getattr(sec, key) != value:
+                    raise ValueError(f"{section}.{key}: strategy {self.strategy} runs with {section}.{key} = "
+                                     f"{value:g}; leave it out (got {getattr(sec, key)!r})")
+        return self
+
+    def resolved(self) -> "JobSpec":
+        """This spec with the strategy's pinned values filled in: what actually runs."""
+        pinned = FORCED.get(self.strategy, {})
+        if not pinned:
+            return self
+        return self.model_copy(update={sec: getattr(self, sec).model_copy(update=vals)
+                                       for sec, vals in pinned.items()})
+
+    # ----- construction -----------------------------------------------------------------
+    @classmethod
+    def parse(cls, data: Any) -> "JobSpec":
+        """Validate a plain mapping (from YAML, JSON or an RPC); raise :class:`SpecError`."""
+        if not isinstance(data, dict):
+            raise SpecError(f"job spec must be a mapping, got {type(data).__name__}", "")
+        try:
+            return cls.model_validate(_lists_to_tuples(data))
+        except ValidationError as exc:
+            raise _spec_error(exc) from None
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "JobSpec":
+        """Load a YAML or JSON job file."""
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SpecError(f"cannot read job file {p}: {exc}", "") from None
+        try:
+            data = json.loads(text) if p.suffix == ".json" else yaml.load(text, Loader=_YamlLoader)
+        except (json.JSONDecodeError, yaml.YAMLError) as exc:
+            raise SpecError(f"{p}: not valid {'JSON' if p.suffix == '.json' else 'YAML'}: {exc}", "") from None
+        return cls.parse(data if data is not None else {})
+
+    def to_dict(self) -> dict:
+        return self.model_dump(mode="json")
+
+    def replace(self, **changes: Any) -> "JobSpec":
+        """A validated copy with top-level sections replaced (dicts are merged into the section)."""
+        data = self.to_dict()
+        for key, value in changes.items():
+            if isinstance(value, dict) and isinstance(data.get(key), dict):
+                data[key] = {**data[key], **value}
+            else:
+                data[key] = value
+        return JobSpec.parse(data)
+
+    # ----- derived quantities -------------------------------------------------------------
+    def check_capacity(self, cpus: float, gpus: float) -> None:
+        """Reject ``replicas`` that the cluster can never host (``K·cpus_per_replica > cpus``)."""
+        need = self.replicas * self.resources.cpus_per_replica
+        if need > cpus + 1e-9:
+            raise SpecError(
+                f"replicas: {self.replicas} replicas × resources.cpus_per_replica "
+                f"{self.resources.cpus_per_replica} = {need:g} CPUs, but the cluster has {cpus:g}; "
+                f"allowed: replicas ≤ {int(cpus // self.resources.cpus_per_replica)} "
+                "(or lower resources.cpus_per_replica)", "replicas")
+        g = self.resources.gpus_per_replica
+        if g != "auto" and g > 0 and self.replicas * g > gpus + 1e-9:
+            raise SpecError(
+                f"resources.gpus_per_replica: {self.replicas} × {g:g} GPUs needed, cluster has {gpus:g}",
+                "resources.gpus_per_replica")
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """SafeLoader that also reads ``1e-4`` as a float (YAML 1.1 wants ``1.0e-4``)."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _lists_to_tuples(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _lists_to_tuples(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return tuple(_lists_to_tuples(v) for v in data)
+    return data
+
+
+def _spec_error(exc: ValidationError) -> SpecError:
+    """Turn pydantic's report into one line per bad field, dotted path first."""
+    lines, first = [], ""
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"] if not isinstance(p, int))
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        elif "input" in err and not isinstance(err["input"], (dict, list, tuple)):
+            msg = f"{msg} (got {err['input']!r})"
+        named = re.match(r"^([a-z_][a-z0-9_.]*): (.*)$", msg)
+        if named and named.group(1).startswith(loc):  # cross-field check naming its own field
+            loc, msg = named.group(1), named.group(2)
+        first = first or loc
+        lines.append(f"{loc}: {msg}" if loc else msg)
+    return SpecError("; ".join(lines), first)

@@ -1,0 +1,20 @@
+"""One algorithm per file; the round loop (coordinator.engine) is shared."""
+from __future__ import annotations
+
+import torch
+
+from coordinator.spec import JobSpec
+from coordinator.strategies.base import ReplicaFailure, RoundResult, Strategy
+from coordinator.strategies.elastic_sgd import ElasticSGD
+from coordinator.strategies.entropy_sgd import EntropySGD
+from coordinator.strategies.parle import Parle
+from coordinator.strategies.sgd import SGD
+
+STRATEGIES: dict[str, type[Strategy]] = {cls.name: cls for cls in (EntropySGD, Parle, ElasticSGD, SGD)}
+
+
+def make_strategy(spec: JobSpec, init_state: torch.Tensor, num_params: int) -> Strategy:
+    return STRATEGIES[spec.strategy](spec, init_state, num_params)
+
+
+__all__ = ["STRATEGIES", "make_strategy", "Strategy", "RoundResult", "ReplicaFailure"]

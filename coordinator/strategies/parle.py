@@ -1,0 +1,72 @@
+"""Parle (Chaudhari et al. 2017, arXiv 1707.00424): Entropy-SGD replicas coupled elastically.
+
+Each replica ``a`` keeps its own anchor ``x^a`` and runs the Langevin chain from it; the
+reference ``x̄ = mean_a x^a`` pulls them together with a coupling ρ that grows with t::
+
+    d_a = s · (x^a − μ_a) + ρ_t (x^a − x̄) ;   x^a ← SGD_a(x^a, d_a) ;   x̄ ← mean_a x^a
+
+Replicas talk once per L minibatches; the trained model is ``x̄``. The K anchors are rows of
+one ``(K, P)`` tensor and ``SGD_a`` is one stock ``torch.optim.SGD`` over it: SGD acts
+elementwise, so this is exactly K independent optimizers, stepped with one kernel.
+With K = 1 and ρ = 0 this is Entropy-SGD (tested).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from coordinator.outer import elastic_pseudo_grad, make_outer_optimizer, outer_step, scoped
+from coordinator.strategies.base import ReplicaFailure, RoundResult, Strategy, mean_state
+
+
+class Parle(Strategy):
+    name = "parle"
+
+    def __init__(self, spec, init_state: torch.Tensor, num_params: int):
+        super().__init__(spec, init_state, num_params)
+        self.states = init_state.detach().float().reshape(1, -1).repeat(self.replicas, 1).contiguous()
+        self.x = self.states[:, :num_params]
+        o = self.spec.outer
+        self.opt = make_outer_optimizer([self.x], lr=o.lr, momentum=o.momentum, nesterov=o.nesterov)
+
+    def rho(self, t: int) -> float:
+        e = self.spec.elastic
+        return scoped(e.rho0, e.rho1, t, e.rho_max)
+
+    def round_values(self, t: int) -> dict:
+        return {**super().round_values(t), "rho": self.rho(t)}
+
+    def anchors(self) -> list[np.ndarray]:
+        return [row.numpy() for row in self.states]
+
+    def aggregate(self, t: int, results: list[RoundResult], failures: list[ReplicaFailure]) -> dict:
+        P = self.num_params
+        if not results:
+            raise ValueError("no replica results to aggregate")
+        xbar = self.x.mean(dim=0)
+        rho, scale = self.rho(t), self.outer_scale(t)
+        d = torch.zeros_like(self.x)  # a failed replica gets no entropy term this round
+        norms = []
+        for r in results:
+            mu_a = r.tensor()[:P]
+            (d[r.index],) = elastic_pseudo_grad([self.x[r.index]], [mu_a], [xbar], rho, scale)
+            norms.append(float(torch.linalg.vector_norm(self.x[r.index] - mu_a)))
+        outer_step(self.opt, [self.x], [d])
+        self.states[:, P:] = mean_state(results)[P:]
+        new_bar = self.x.mean(dim=0)
+        spread = float(torch.linalg.vector_norm(self.x - new_bar, dim=1).pow(2).mean().sqrt())
+        return {"grad_norm": float(np.mean(norms)), "spread": spread}
+
+    def reference(self) -> torch.Tensor:
+        return torch.cat([self.x.mean(dim=0), self.states[0, self.num_params:]])
+
+    def set_outer_lr(self, lr: float) -> None:
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+
+    def state_dict(self) -> dict:
+        return {"states": self.states.clone(), "optimizer": self.opt.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.states.copy_(state["states"])
+        self.opt.load_state_dict(state["optimizer"])

@@ -1,0 +1,21 @@
+"""SGD baseline: one replica, or synchronous data-parallel SGD over K replicas.
+
+It is the shared-anchor engine with the chain turned into plain SGD (γ = 0, ε = 0, α = 1)
+and the outer step turned into adoption of the replicas' mean (η = 1, no outer momentum;
+these values are pinned by ``coordinator.spec.FORCED``)::
+
+    x ← x − 1 · (x − mean_k x'_k)  =  mean_k x'_k
+
+With L = 1 every round is one data-parallel SGD step with step η' on the K-fold batch
+(momentum included: each replica's buffer is linear in its gradients, so the mean of the
+buffers is the buffer of the mean gradient). With K = 1 any L is exactly plain SGD; with
+K > 1 and L > 1 it is local SGD with periodic averaging. The LR schedule scales η'.
+"""
+from __future__ import annotations
+
+from coordinator.strategies.entropy_sgd import EntropySGD
+
+
+class SGD(EntropySGD):
+    name = "sgd"
+    schedule_scales = "inner"

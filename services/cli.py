@@ -1,0 +1,105 @@
+"""The ``esgd`` command line.
+
+    esgd run JOB.yaml [--run-dir DIR] [--resume] [--set inner.lr=0.05 ...] [--ray-address ADDR]
+
+Exit codes: 0 success, 2 bad input (spec, flag, data), 1 training failure, 130 interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+
+def _override(data: dict, assignment: str) -> None:
+    """Apply ``section.key=value`` (value parsed as YAML) to a spec mapping."""
+    from coordinator.spec import SpecError, _YamlLoader
+
+    if "=" not in assignment:
+        raise SpecError(f"--set: expected FIELD=VALUE (e.g. inner.lr=0.05), got {assignment!r}", "--set")
+    key, raw = assignment.split("=", 1)
+    parts = key.strip().split(".")
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise SpecError(f"--set: {key} is not inside a section", key)
+    node[parts[-1]] = yaml.load(raw, Loader=_YamlLoader)
+
+
+def load_spec(path: str, overrides: list[str]):
+    from coordinator.spec import JobSpec, SpecError, _YamlLoader
+
+    p = Path(path)
+    if not p.is_file():
+        raise SpecError(f"job file {p} does not exist", "JOB")
+    try:
+        data = yaml.load(p.read_text(encoding="utf-8"), Loader=_YamlLoader) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{p}: not valid YAML/JSON: {exc}", "JOB") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{p}: a job file must hold a mapping of fields", "JOB")
+    for assignment in overrides:
+        _override(data, assignment)
+    return JobSpec.parse(data)
+
+
+def cmd_run(args) -> int:
+    from coordinator.local_run import run_job
+
+    spec = load_spec(args.job, args.set)
+    run_dir = args.run_dir or str(Path("runs") / spec.name)
+    summary = run_job(spec, run_dir, resume=args.resume, ray_address=args.ray_address, local=args.local,
+                      progress=not args.no_progress, num_cpus=args.num_cpus)
+    err = summary.get("test_error")
+    print(f"{summary['status']}: {spec.strategy} {spec.model}/{spec.dataset.name} K={summary['replicas']} "
+          f"rounds={summary['rounds']} test_error={err if err is None else f'{err:.4f}'} "
+          f"wall={summary['wall_s']:.1f}s grad_evals={summary['grad_evals_total']} "
+          f"data_passes/replica={summary['data_passes_per_replica']:.2f}")
+    print(f"results in {run_dir}/ (summary.json, metrics.jsonl, checkpoints/)")
+    if args.json:
+        print(json.dumps(summary))
+    return 130 if summary["status"] == "interrupted" else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="esgd", description="Entropy-SGD / Parle training service")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run one job locally (embedded Ray) and write a run directory")
+    run.add_argument("job", help="job spec file (YAML or JSON)")
+    run.add_argument("--run-dir", help="where results go (default runs/<job name>)")
+    run.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --run-dir")
+    run.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                     help="override a spec field, e.g. --set inner.lr=0.05 (repeatable)")
+    run.add_argument("--ray-address", help="attach to an existing Ray cluster instead of starting one")
+    run.add_argument("--num-cpus", type=int, help="CPUs for the embedded Ray (default: all)")
+    run.add_argument("--local", action="store_true", help="run replicas in this process, without Ray")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--json", action="store_true", help="also print the summary as JSON")
+    run.set_defaults(func=cmd_run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from coordinator.spec import SpecError
+    from worker.data.datasets import DataError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (SpecError, DataError) as exc:
+        print(f"esgd: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("esgd: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a training failure: say what and where, no traceback wall
+        print(f"esgd: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,33 @@
+"""Shared test helpers: build a spec and an engine on in-process replicas."""
+from __future__ import annotations
+
+from functools import lru_cache
+
+from coordinator.engine import Engine
+from coordinator.evaluate import Evaluator
+from coordinator.pool import LocalPool
+from coordinator.spec import JobSpec
+from coordinator.strategies import make_strategy
+from worker.data.datasets import load_dataset
+
+
+@lru_cache(maxsize=None)
+def synthetic():
+    return load_dataset("synthetic", synthetic_size=1024, seed=0)
+
+
+def spec_of(**sections) -> JobSpec:
+    base = {"model": "mlp", "dataset": {"name": "synthetic"}, "train": {"outer_steps": 5, "batch_size": 32}}
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            base[key] = {**base[key], **value}
+        else:
+            base[key] = value
+    return JobSpec.parse(base)
+
+
+def local_engine(spec: JobSpec, dataset=None) -> Engine:
+    ds = dataset or synthetic()
+    ev = Evaluator(spec, ds)
+    strategy = make_strategy(spec, ev.initial_state, ev.flat.num_params)
+    return Engine(spec, strategy, LocalPool(spec, ds), ev, num_train=ds.num_train)

@@ -1,0 +1,36 @@
+"""The Ray actor: a thin host for one :class:`worker.replica.Replica`.
+
+It owns nothing but the process: it pins torch's thread count (so K replicas on C cores do
+not oversubscribe them) and forwards calls. Weights arrive as numpy arrays from the object
+store (zero-copy reads) and leave as one numpy array per round.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+from coordinator.spec import JobSpec
+from worker.data.datasets import Dataset
+from worker.langevin import InnerParams
+from worker.replica import Replica
+
+
+class ReplicaActor:
+    def __init__(self, spec: JobSpec, index: int, dataset: Dataset, threads: int, device: str):
+        torch.set_num_threads(max(1, threads))
+        self.replica = Replica(spec, index, dataset, device)
+
+    def ready(self) -> dict:
+        return {"index": self.replica.index, "pid": os.getpid(), "device": str(self.replica.device),
+                "threads": torch.get_num_threads()}
+
+    def run(self, anchor: np.ndarray, hp: InnerParams) -> tuple[np.ndarray, dict]:
+        return self.replica.run(anchor, hp)
+
+    def get_state(self) -> dict:
+        return self.replica.get_state()
+
+    def set_state(self, state: dict) -> None:
+        self.replica.set_state(state)

@@ -1,0 +1,109 @@
+"""A Langevin replica: a model, its own data stream and RNG, and ``run`` for one round.
+
+Plain Python, no Ray: :class:`worker.actor.ReplicaActor` is a thin host around it, and tests
+drive it directly. One round (DESIGN.md §4, inner loop)::
+
+    x', μ ← x                   (x: the anchor this replica was sent)
+    L times: fresh minibatch → g = ∇f(x') → langevin_step(x', g, x, μ)
+    return [μ | BatchNorm buffers after the chain], stats
+
+Exactly L gradient evaluations per round. BatchNorm running statistics are updated by the
+chain's forward passes and returned with μ; the coordinator averages them with the weights
+(see coordinator.strategies.base). Dropout draws from this replica's own saved RNG state, so
+replicas in one process (tests, LocalPool) are as independent and reproducible as in Ray.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from coordinator.spec import JobSpec
+from worker.data.datasets import Dataset
+from worker.data.stream import BatchStream
+from worker.flat import FlatState
+from worker.langevin import InnerParams, langevin_step
+from worker.models import build_model, error_count, target_count, task_loss
+
+
+def replica_seed(job_seed: int, index: int) -> int:
+    return int(np.random.SeedSequence([job_seed, index, 7]).generate_state(1)[0])
+
+
+class Replica:
+    def __init__(self, spec: JobSpec, index: int, dataset: Dataset, device: str = "cpu"):
+        self.index = index
+        self.device = torch.device(device)
+        self.dataset = dataset
+        seed = replica_seed(spec.train.seed, index)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.model = build_model(spec.model, dataset.input_shape, dataset.num_classes).to(self.device)
+            self.rng_state = torch.get_rng_state()
+        self.flat = FlatState(self.model)
+        self.stream = BatchStream(dataset.num_train, spec.train.batch_size, spec.train.seed, index,
+                                  spec.dataset.fraction)
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.anchor = torch.empty(self.flat.num_params, device=self.device)
+        self.mu = torch.empty(self.flat.size, device=self.device)
+        self.momentum_buffer: torch.Tensor | None = None
+
+    def run(self, anchor: np.ndarray | torch.Tensor, hp: InnerParams) -> tuple[np.ndarray, dict]:
+        """Run ``hp.steps`` Langevin steps from ``anchor``; return ``[μ | buffers]`` and stats."""
+        start = time.perf_counter()
+        self.flat.load(anchor)
+        x_prime = self.flat.params
+        self.anchor.copy_(x_prime)
+        mu = self.mu[: self.flat.num_params]
+        mu.copy_(x_prime)
+        bufs = [self.momentum_buffer]
+        loss_sum = torch.zeros((), device=self.device)
+        errors = items = 0
+        self.model.train()
+        with torch.random.fork_rng(devices=[]):
+            torch.set_rng_state(self.rng_state)
+            for _ in range(hp.steps):
+                inputs, targets = self.dataset.batch(self.stream.next(), "train", self.device)
+                self.flat.grad.zero_()
+                out = self.model(inputs)
+                loss = task_loss(out, targets)
+                loss.backward()
+                loss_sum += loss.detach()
+                errors += error_count(out.detach(), targets)
+                items += target_count(targets)
+                langevin_step([x_prime], [self.flat.grad], [self.anchor], [mu], bufs, lr=hp.lr,
+                              gamma=hp.gamma, noise=hp.noise, alpha=hp.alpha, momentum=hp.momentum,
+                              nesterov=hp.nesterov, weight_decay=hp.weight_decay, generator=self.generator)
+            self.rng_state = torch.get_rng_state()
+        self.momentum_buffer = bufs[0]
+        self.mu[self.flat.num_params:].copy_(self.flat.buffers)
+        result = self.mu.detach().cpu().numpy().copy()
+        loss_mean = float(loss_sum) / hp.steps
+        stats = {
+            "replica": self.index,
+            "loss": loss_mean,
+            "train_error": errors / max(items, 1),
+            "grad_evals": hp.steps,
+            "samples": hp.steps * self.stream.batch_size,
+            "compute_s": time.perf_counter() - start,
+            "finite": bool(np.isfinite(loss_mean) and np.isfinite(result).all()),
+        }
+        return result, stats
+
+    # ----- state for checkpoints ----------------------------------------------------------
+    def get_state(self) -> dict:
+        """What a resumed replica needs to continue exactly: stream position, RNGs, momentum."""
+        return {
+            "drawn": self.stream.drawn,
+            "rng_state": self.rng_state.clone(),
+            "generator_state": self.generator.get_state(),
+            "momentum_buffer": None if self.momentum_buffer is None else self.momentum_buffer.detach().cpu().clone(),
+        }
+
+    def set_state(self, state: dict) -> None:
+        self.stream.drawn = int(state["drawn"])
+        self.rng_state = state["rng_state"].clone()
+        self.generator.set_state(state["generator_state"])
+        buf = state.get("momentum_buffer")
+        self.momentum_buffer = None if buf is None else buf.to(self.device).clone()
