@@ -3,7 +3,6 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-RUN_DIR ?= runs/quickstart-$(shell date +%Y%m%d-%H%M%S)
 
 .PHONY: run test install data bench clean
 
@@ -21,7 +20,7 @@ data:
 	./scripts/get-data.sh
 
 run: $(STAMP) data
-	$(BIN)/esgd run examples/quickstart.yaml --run-dir $(RUN_DIR)
+	./scripts/quickstart.sh examples/quickstart.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -148,14 +148,19 @@ class Engine:
         self.counters.update(ckpt["counters"])
         self.last_eval = dict(ckpt.get("last_eval", {}))
 
-    def run(self) -> dict:
-        """Run to the end of the budget; return the final summary."""
+    def run(self, should_stop=None) -> dict:
+        """Run to the end of the budget and return the final summary. ``should_stop()`` is
+        asked after every round; when it answers True the run checkpoints and returns early
+        with ``summary()["stopped"] = True``."""
         while self.t < self.total:
             self.step()
             if self.t % self.eval_every == 0 or self.t == self.total:
                 self.evaluate()
-            if self.t % self.ckpt_every == 0 or self.t == self.total:
+            stop = should_stop is not None and should_stop() and self.t < self.total
+            if stop or self.t % self.ckpt_every == 0 or self.t == self.total:
                 self.checkpoint()
+            if stop:
+                return {**self.summary(), "stopped": True}
         if self.last_eval.get("round") != self.t:
             self.evaluate()
         return self.summary()

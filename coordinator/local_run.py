@@ -56,6 +56,28 @@ class ProgressBar:
         self.bar.close()
 
 
+def build_engine(spec: JobSpec, rd: RunDir, *, local: bool = False, resume: bool = False,
+                 listeners: list | None = None) -> Engine:
+    """Dataset, evaluator (initial weights), strategy, replica pool and engine for ``spec``;
+    with ``resume`` the engine continues from the newest valid checkpoint in ``rd``."""
+    dataset = dataset_for(spec)
+    evaluator = Evaluator(spec, dataset)
+    strategy = make_strategy(spec, evaluator.initial_state, evaluator.flat.num_params)
+    if local:
+        from coordinator.pool import LocalPool
+
+        pool = LocalPool(spec, dataset)
+    else:
+        from coordinator.pool import RayPool
+
+        pool = RayPool(spec, dataset)
+    engine = Engine(spec, strategy, pool, evaluator, num_train=dataset.num_train,
+                    checkpoint_dir=rd.checkpoints, listeners=listeners)
+    if resume and (found := load_latest(rd.checkpoints)):
+        engine.restore(found[1])
+    return engine
+
+
 def run_job(spec: JobSpec, run_dir: str | Path, *, resume: bool = False, ray_address: str | None = None,
             local: bool = False, progress: bool = True, num_cpus: int | None = None) -> dict:
     """Run ``spec`` to completion in ``run_dir``; return the summary (also in summary.json).
@@ -65,25 +87,13 @@ def run_job(spec: JobSpec, run_dir: str | Path, *, resume: bool = False, ray_add
     spec = spec.resolved()
     rd = RunDir(run_dir)
     rd.prepare(spec, resume)
-    dataset = dataset_for(spec)
-    evaluator = Evaluator(spec, dataset)
-    strategy = make_strategy(spec, evaluator.initial_state, evaluator.flat.num_params)
-    if local:
-        from coordinator.pool import LocalPool
-
-        pool = LocalPool(spec, dataset)
-    else:
+    if not local:
         from coordinator.cluster import connect
-        from coordinator.pool import RayPool
 
         resources = connect(ray_address, num_cpus=num_cpus)
         spec.check_capacity(resources.get("CPU", 0.0), resources.get("GPU", 0.0))
-        pool = RayPool(spec, dataset)
     metrics = MetricsLog(rd)
-    engine = Engine(spec, strategy, pool, evaluator, num_train=dataset.num_train,
-                    checkpoint_dir=rd.checkpoints, listeners=[metrics])
-    if resume and (found := load_latest(rd.checkpoints)):
-        engine.restore(found[1])
+    engine = build_engine(spec, rd, local=local, resume=resume, listeners=[metrics])
     bar = ProgressBar(engine.total, engine.t, enabled=progress)
     engine.listeners.append(bar)
     status = "succeeded"
@@ -96,7 +106,7 @@ def run_job(spec: JobSpec, run_dir: str | Path, *, resume: bool = False, ray_add
     finally:
         bar.close()
         metrics.close()
-        pool.shutdown()
+        engine.pool.shutdown()
     summary = {"status": status, "run_dir": str(rd.path), **summary}
     rd.write_summary(summary)
     return summary

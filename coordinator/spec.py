@@ -43,6 +43,10 @@ class SpecError(ValueError):
         self.field = field
 
 
+class CapacityError(SpecError):
+    """The job asks for more than the cluster can ever host."""
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
 
@@ -213,14 +217,14 @@ class JobSpec(_Section):
         """Reject ``replicas`` that the cluster can never host (``K·cpus_per_replica > cpus``)."""
         need = self.replicas * self.resources.cpus_per_replica
         if need > cpus + 1e-9:
-            raise SpecError(
+            raise CapacityError(
                 f"replicas: {self.replicas} replicas × resources.cpus_per_replica "
                 f"{self.resources.cpus_per_replica} = {need:g} CPUs, but the cluster has {cpus:g}; "
                 f"allowed: replicas ≤ {int(cpus // self.resources.cpus_per_replica)} "
                 "(or lower resources.cpus_per_replica)", "replicas")
         g = self.resources.gpus_per_replica
         if g != "auto" and g > 0 and self.replicas * g > gpus + 1e-9:
-            raise SpecError(
+            raise CapacityError(
                 f"resources.gpus_per_replica: {self.replicas} × {g:g} GPUs needed, cluster has {gpus:g}",
                 "resources.gpus_per_replica")
 

@@ -1,0 +1,364 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    STATE_UNSPECIFIED: _ClassVar[State]
+    QUEUED: _ClassVar[State]
+    RUNNING: _ClassVar[State]
+    SUCCEEDED: _ClassVar[State]
+    FAILED: _ClassVar[State]
+    CANCELLED: _ClassVar[State]
+STATE_UNSPECIFIED: State
+QUEUED: State
+RUNNING: State
+SUCCEEDED: State
+FAILED: State
+CANCELLED: State
+
+class DatasetSpec(_message.Message):
+    __slots__ = ("name", "path", "fraction", "train_subset", "test_subset", "seq_len")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    FRACTION_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_SUBSET_FIELD_NUMBER: _ClassVar[int]
+    TEST_SUBSET_FIELD_NUMBER: _ClassVar[int]
+    SEQ_LEN_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    path: str
+    fraction: float
+    train_subset: int
+    test_subset: int
+    seq_len: int
+    def __init__(self, name: _Optional[str] = ..., path: _Optional[str] = ..., fraction: _Optional[float] = ..., train_subset: _Optional[int] = ..., test_subset: _Optional[int] = ..., seq_len: _Optional[int] = ...) -> None: ...
+
+class InnerSpec(_message.Message):
+    __slots__ = ("steps", "lr", "noise", "alpha", "gamma0", "gamma1", "gamma_max", "momentum", "nesterov", "weight_decay")
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    LR_FIELD_NUMBER: _ClassVar[int]
+    NOISE_FIELD_NUMBER: _ClassVar[int]
+    ALPHA_FIELD_NUMBER: _ClassVar[int]
+    GAMMA0_FIELD_NUMBER: _ClassVar[int]
+    GAMMA1_FIELD_NUMBER: _ClassVar[int]
+    GAMMA_MAX_FIELD_NUMBER: _ClassVar[int]
+    MOMENTUM_FIELD_NUMBER: _ClassVar[int]
+    NESTEROV_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_DECAY_FIELD_NUMBER: _ClassVar[int]
+    steps: int
+    lr: float
+    noise: float
+    alpha: float
+    gamma0: float
+    gamma1: float
+    gamma_max: float
+    momentum: float
+    nesterov: bool
+    weight_decay: float
+    def __init__(self, steps: _Optional[int] = ..., lr: _Optional[float] = ..., noise: _Optional[float] = ..., alpha: _Optional[float] = ..., gamma0: _Optional[float] = ..., gamma1: _Optional[float] = ..., gamma_max: _Optional[float] = ..., momentum: _Optional[float] = ..., nesterov: _Optional[bool] = ..., weight_decay: _Optional[float] = ...) -> None: ...
+
+class OuterSpec(_message.Message):
+    __slots__ = ("lr", "momentum", "nesterov", "lr_form", "milestones", "lr_factor")
+    LR_FIELD_NUMBER: _ClassVar[int]
+    MOMENTUM_FIELD_NUMBER: _ClassVar[int]
+    NESTEROV_FIELD_NUMBER: _ClassVar[int]
+    LR_FORM_FIELD_NUMBER: _ClassVar[int]
+    MILESTONES_FIELD_NUMBER: _ClassVar[int]
+    LR_FACTOR_FIELD_NUMBER: _ClassVar[int]
+    lr: float
+    momentum: float
+    nesterov: bool
+    lr_form: str
+    milestones: _containers.RepeatedScalarFieldContainer[float]
+    lr_factor: float
+    def __init__(self, lr: _Optional[float] = ..., momentum: _Optional[float] = ..., nesterov: _Optional[bool] = ..., lr_form: _Optional[str] = ..., milestones: _Optional[_Iterable[float]] = ..., lr_factor: _Optional[float] = ...) -> None: ...
+
+class ElasticSpec(_message.Message):
+    __slots__ = ("rho0", "rho1", "rho_max")
+    RHO0_FIELD_NUMBER: _ClassVar[int]
+    RHO1_FIELD_NUMBER: _ClassVar[int]
+    RHO_MAX_FIELD_NUMBER: _ClassVar[int]
+    rho0: float
+    rho1: float
+    rho_max: float
+    def __init__(self, rho0: _Optional[float] = ..., rho1: _Optional[float] = ..., rho_max: _Optional[float] = ...) -> None: ...
+
+class TrainSpec(_message.Message):
+    __slots__ = ("batch_size", "epochs", "outer_steps", "eval_every", "seed")
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    OUTER_STEPS_FIELD_NUMBER: _ClassVar[int]
+    EVAL_EVERY_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    batch_size: int
+    epochs: float
+    outer_steps: int
+    eval_every: int
+    seed: int
+    def __init__(self, batch_size: _Optional[int] = ..., epochs: _Optional[float] = ..., outer_steps: _Optional[int] = ..., eval_every: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class ResourceSpec(_message.Message):
+    __slots__ = ("cpus_per_replica", "gpus_per_replica", "threads_per_replica")
+    CPUS_PER_REPLICA_FIELD_NUMBER: _ClassVar[int]
+    GPUS_PER_REPLICA_FIELD_NUMBER: _ClassVar[int]
+    THREADS_PER_REPLICA_FIELD_NUMBER: _ClassVar[int]
+    cpus_per_replica: float
+    gpus_per_replica: float
+    threads_per_replica: int
+    def __init__(self, cpus_per_replica: _Optional[float] = ..., gpus_per_replica: _Optional[float] = ..., threads_per_replica: _Optional[int] = ...) -> None: ...
+
+class CheckpointSpec(_message.Message):
+    __slots__ = ("every", "keep_last")
+    EVERY_FIELD_NUMBER: _ClassVar[int]
+    KEEP_LAST_FIELD_NUMBER: _ClassVar[int]
+    every: int
+    keep_last: int
+    def __init__(self, every: _Optional[int] = ..., keep_last: _Optional[int] = ...) -> None: ...
+
+class JobSpec(_message.Message):
+    __slots__ = ("name", "model", "dataset", "strategy", "replicas", "inner", "outer", "elastic", "train", "resources", "checkpoint")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    INNER_FIELD_NUMBER: _ClassVar[int]
+    OUTER_FIELD_NUMBER: _ClassVar[int]
+    ELASTIC_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_FIELD_NUMBER: _ClassVar[int]
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    model: str
+    dataset: DatasetSpec
+    strategy: str
+    replicas: int
+    inner: InnerSpec
+    outer: OuterSpec
+    elastic: ElasticSpec
+    train: TrainSpec
+    resources: ResourceSpec
+    checkpoint: CheckpointSpec
+    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., dataset: _Optional[_Union[DatasetSpec, _Mapping]] = ..., strategy: _Optional[str] = ..., replicas: _Optional[int] = ..., inner: _Optional[_Union[InnerSpec, _Mapping]] = ..., outer: _Optional[_Union[OuterSpec, _Mapping]] = ..., elastic: _Optional[_Union[ElasticSpec, _Mapping]] = ..., train: _Optional[_Union[TrainSpec, _Mapping]] = ..., resources: _Optional[_Union[ResourceSpec, _Mapping]] = ..., checkpoint: _Optional[_Union[CheckpointSpec, _Mapping]] = ...) -> None: ...
+
+class JobError(_message.Message):
+    __slots__ = ("code", "message", "replica", "round", "root_cause")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    ROOT_CAUSE_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    message: str
+    replica: int
+    round: int
+    root_cause: str
+    def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ..., replica: _Optional[int] = ..., round: _Optional[int] = ..., root_cause: _Optional[str] = ...) -> None: ...
+
+class Progress(_message.Message):
+    __slots__ = ("round", "total_rounds", "epoch", "loss", "train_error", "gamma", "rho", "lr", "samples_per_second", "round_seconds", "compute_seconds", "grad_norm", "spread")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_ERROR_FIELD_NUMBER: _ClassVar[int]
+    GAMMA_FIELD_NUMBER: _ClassVar[int]
+    RHO_FIELD_NUMBER: _ClassVar[int]
+    LR_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    ROUND_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    GRAD_NORM_FIELD_NUMBER: _ClassVar[int]
+    SPREAD_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    total_rounds: int
+    epoch: float
+    loss: float
+    train_error: float
+    gamma: float
+    rho: float
+    lr: float
+    samples_per_second: float
+    round_seconds: float
+    compute_seconds: float
+    grad_norm: float
+    spread: float
+    def __init__(self, round: _Optional[int] = ..., total_rounds: _Optional[int] = ..., epoch: _Optional[float] = ..., loss: _Optional[float] = ..., train_error: _Optional[float] = ..., gamma: _Optional[float] = ..., rho: _Optional[float] = ..., lr: _Optional[float] = ..., samples_per_second: _Optional[float] = ..., round_seconds: _Optional[float] = ..., compute_seconds: _Optional[float] = ..., grad_norm: _Optional[float] = ..., spread: _Optional[float] = ...) -> None: ...
+
+class Evaluation(_message.Message):
+    __slots__ = ("round", "epoch", "test_error", "test_loss", "grad_evals_total", "data_passes_per_replica", "wall_seconds")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    TEST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    TEST_LOSS_FIELD_NUMBER: _ClassVar[int]
+    GRAD_EVALS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    DATA_PASSES_PER_REPLICA_FIELD_NUMBER: _ClassVar[int]
+    WALL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    epoch: float
+    test_error: float
+    test_loss: float
+    grad_evals_total: int
+    data_passes_per_replica: float
+    wall_seconds: float
+    def __init__(self, round: _Optional[int] = ..., epoch: _Optional[float] = ..., test_error: _Optional[float] = ..., test_loss: _Optional[float] = ..., grad_evals_total: _Optional[int] = ..., data_passes_per_replica: _Optional[float] = ..., wall_seconds: _Optional[float] = ...) -> None: ...
+
+class JobSummary(_message.Message):
+    __slots__ = ("test_error", "test_loss", "rounds", "epochs", "grad_evals_total", "grad_evals_per_replica", "samples_total", "data_passes_per_replica", "data_passes_total", "wall_seconds")
+    TEST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    TEST_LOSS_FIELD_NUMBER: _ClassVar[int]
+    ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    GRAD_EVALS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    GRAD_EVALS_PER_REPLICA_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    DATA_PASSES_PER_REPLICA_FIELD_NUMBER: _ClassVar[int]
+    DATA_PASSES_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    WALL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    test_error: float
+    test_loss: float
+    rounds: int
+    epochs: float
+    grad_evals_total: int
+    grad_evals_per_replica: float
+    samples_total: int
+    data_passes_per_replica: float
+    data_passes_total: float
+    wall_seconds: float
+    def __init__(self, test_error: _Optional[float] = ..., test_loss: _Optional[float] = ..., rounds: _Optional[int] = ..., epochs: _Optional[float] = ..., grad_evals_total: _Optional[int] = ..., grad_evals_per_replica: _Optional[float] = ..., samples_total: _Optional[int] = ..., data_passes_per_replica: _Optional[float] = ..., data_passes_total: _Optional[float] = ..., wall_seconds: _Optional[float] = ...) -> None: ...
+
+class Job(_message.Message):
+    __slots__ = ("name", "id", "spec", "state", "create_time", "start_time", "end_time", "progress", "last_evaluation", "summary", "error", "checkpoint_round", "request_id", "restarts")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    LAST_EVALUATION_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_ROUND_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    RESTARTS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    id: str
+    spec: JobSpec
+    state: State
+    create_time: _timestamp_pb2.Timestamp
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    progress: Progress
+    last_evaluation: Evaluation
+    summary: JobSummary
+    error: JobError
+    checkpoint_round: int
+    request_id: str
+    restarts: int
+    def __init__(self, name: _Optional[str] = ..., id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[State, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., last_evaluation: _Optional[_Union[Evaluation, _Mapping]] = ..., summary: _Optional[_Union[JobSummary, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., checkpoint_round: _Optional[int] = ..., request_id: _Optional[str] = ..., restarts: _Optional[int] = ...) -> None: ...
+
+class CreateJobRequest(_message.Message):
+    __slots__ = ("job", "request_id")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    job: JobSpec
+    request_id: str
+    def __init__(self, job: _Optional[_Union[JobSpec, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class GetJobRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListJobsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token", "state")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    state: State
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., state: _Optional[_Union[State, str]] = ...) -> None: ...
+
+class ListJobsResponse(_message.Message):
+    __slots__ = ("jobs", "next_page_token")
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    jobs: _containers.RepeatedCompositeFieldContainer[Job]
+    next_page_token: str
+    def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class CancelJobRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class WatchJobRequest(_message.Message):
+    __slots__ = ("name", "after_seq")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    after_seq: int
+    def __init__(self, name: _Optional[str] = ..., after_seq: _Optional[int] = ...) -> None: ...
+
+class StateChange(_message.Message):
+    __slots__ = ("state", "reason")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    state: State
+    reason: str
+    def __init__(self, state: _Optional[_Union[State, str]] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class JobEvent(_message.Message):
+    __slots__ = ("seq", "time", "snapshot", "state_change", "progress", "evaluation", "error", "summary")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    STATE_CHANGE_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    EVALUATION_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    time: _timestamp_pb2.Timestamp
+    snapshot: Job
+    state_change: StateChange
+    progress: Progress
+    evaluation: Evaluation
+    error: JobError
+    summary: JobSummary
+    def __init__(self, seq: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., snapshot: _Optional[_Union[Job, _Mapping]] = ..., state_change: _Optional[_Union[StateChange, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., evaluation: _Optional[_Union[Evaluation, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., summary: _Optional[_Union[JobSummary, _Mapping]] = ...) -> None: ...
+
+class DownloadCheckpointRequest(_message.Message):
+    __slots__ = ("name", "round")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    round: int
+    def __init__(self, name: _Optional[str] = ..., round: _Optional[int] = ...) -> None: ...
+
+class CheckpointChunk(_message.Message):
+    __slots__ = ("data", "offset", "total_size", "round", "sha256")
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    offset: int
+    total_size: int
+    round: int
+    sha256: str
+    def __init__(self, data: _Optional[bytes] = ..., offset: _Optional[int] = ..., total_size: _Optional[int] = ..., round: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...

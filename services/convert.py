@@ -1,0 +1,129 @@
+"""Translation between the domain (JobRecord, events, spec dicts) and esgd.v1 messages."""
+from __future__ import annotations
+
+import base64
+import json
+import re
+
+from google.protobuf import json_format
+from google.protobuf.descriptor import FieldDescriptor as FD
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from coordinator.spec import JobSpec, SpecError
+from coordinator.store import Event, JobRecord
+from services.api import jobs_pb2 as pb
+
+_INTS = (FD.CPPTYPE_INT32, FD.CPPTYPE_INT64)
+
+
+def _type_error(field, value) -> str | None:
+    """Why ``value`` cannot go in scalar ``field`` (None if it can); stricter than ParseDict on bools/strings."""
+    t = field.cpp_type
+    if t == FD.CPPTYPE_BOOL:
+        return None if isinstance(value, bool) else "true or false"
+    if t == FD.CPPTYPE_STRING:
+        return None if isinstance(value, str) else "a string"
+    if t in _INTS:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer()
+        return None if ok and abs(value) < 2 ** (31 if t == FD.CPPTYPE_INT32 else 63) else "an integer"
+    return None if isinstance(value, (int, float)) and not isinstance(value, bool) else "a number"
+
+
+def _clean(data, desc, prefix: str) -> dict:
+    """Check keys and types against the proto, naming the field; drop None and gpus 'auto' (= unset)."""
+    if not isinstance(data, dict):
+        raise SpecError(f"{prefix or 'spec'}: expected a mapping (got {data!r})", prefix)
+    out = {}
+    for key, value in data.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        field = desc.fields_by_name.get(key) if isinstance(key, str) else None
+        if field is None:
+            raise SpecError(f"{path}: unknown field", path)
+        if value is None or (path == "resources.gpus_per_replica" and value == "auto"):
+            continue
+        if field.message_type is not None:
+            out[key] = _clean(value, field.message_type, path)
+            continue
+        repeated = field.is_repeated
+        if repeated and not isinstance(value, (list, tuple)):
+            raise SpecError(f"{path}: expected a list (got {value!r})", path)
+        for v in (value if repeated else [value]):
+            if why := _type_error(field, v):
+                raise SpecError(f"{path}: expected {why} (got {v!r})", path)
+        out[key] = [*value] if repeated else int(value) if field.cpp_type in _INTS else value
+    return out
+
+
+def spec_to_proto(spec: dict | JobSpec) -> pb.JobSpec:
+    """A spec mapping (or JobSpec) → ``pb.JobSpec``; an unknown key or wrong type → SpecError."""
+    if isinstance(spec, JobSpec):
+        spec = spec.resolved().to_dict()  # with the strategy's pinned values, which the server accepts
+    data = _clean(spec, pb.JobSpec.DESCRIPTOR, "")
+    try:
+        return json_format.ParseDict(data, pb.JobSpec(), ignore_unknown_fields=False)
+    except json_format.ParseError as exc:  # not expected after _clean; still name the field
+        m = re.search(r'at "?JobSpec\.?([\w.]*)', str(exc))
+        field = m.group(1) if m else ""
+        raise SpecError(f"{field or 'spec'}: {str(exc).splitlines()[0]}", field) from None
+
+
+def proto_to_spec_dict(msg: pb.JobSpec) -> dict:
+    """``pb.JobSpec`` → a mapping of the fields that are set (``JobSpec.parse`` fills the rest)."""
+    return json_format.MessageToDict(msg, preserving_proto_field_name=True)
+
+
+def _ts(seconds: float | None) -> Timestamp | None:
+    if seconds is None:
+        return None
+    ts = Timestamp()
+    ts.FromNanoseconds(int(seconds * 1e9))
+    return ts
+
+
+def job_to_proto(rec: JobRecord) -> pb.Job:
+    job = pb.Job(name=f"jobs/{rec.id}", id=rec.id, spec=spec_to_proto(rec.spec), state=pb.State.Value(rec.state),
+                 checkpoint_round=rec.checkpoint_round, request_id=rec.request_id or "", restarts=rec.restarts)
+    for attr, value in (("create_time", rec.create_time), ("start_time", rec.start_time),
+                        ("end_time", rec.end_time)):
+        if value is not None:
+            getattr(job, attr).CopyFrom(_ts(value))
+    if rec.progress:
+        job.progress.CopyFrom(json_format.ParseDict(rec.progress, pb.Progress(), ignore_unknown_fields=True))
+    if rec.last_eval:
+        job.last_evaluation.CopyFrom(json_format.ParseDict(rec.last_eval, pb.Evaluation(), ignore_unknown_fields=True))
+    if rec.summary:
+        job.summary.CopyFrom(json_format.ParseDict(rec.summary, pb.JobSummary(), ignore_unknown_fields=True))
+    if rec.error:
+        job.error.CopyFrom(json_format.ParseDict(rec.error, pb.JobError(), ignore_unknown_fields=True))
+    return job
+
+
+_EVENT_TYPES = {"progress": ("progress", pb.Progress), "evaluation": ("evaluation", pb.Evaluation),
+                "summary": ("summary", pb.JobSummary), "error": ("error", pb.JobError)}
+
+
+def event_to_proto(ev: Event) -> pb.JobEvent:
+    msg = pb.JobEvent(seq=ev.seq, time=_ts(ev.time))
+    if ev.kind == "state":
+        msg.state_change.CopyFrom(pb.StateChange(state=pb.State.Value(ev.payload["state"]),
+                                                 reason=ev.payload.get("reason", "")))
+    else:
+        field, cls = _EVENT_TYPES[ev.kind]
+        getattr(msg, field).CopyFrom(json_format.ParseDict(ev.payload, cls(), ignore_unknown_fields=True))
+    return msg
+
+
+def encode_page_token(ordinal: int, state: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"after": ordinal, "state": state}).encode()).decode()
+
+
+def decode_page_token(token: str, state: str) -> int:
+    """The cursor in ``token``; it must come from a List with the same filter."""
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token.encode()))
+        after = int(data["after"])
+    except (ValueError, KeyError, TypeError):
+        raise SpecError("page_token: not a token returned by ListJobs", "page_token") from None
+    if data.get("state") != state:
+        raise SpecError("page_token: was issued for a different state filter", "page_token")
+    return after
