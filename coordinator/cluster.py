@@ -4,11 +4,13 @@ from __future__ import annotations
 import os
 
 
-def connect(address: str | None = None, *, num_cpus: int | None = None, object_store_mb: int = 512) -> dict:
+def connect(address: str | None = None, *, num_cpus: int | None = None, object_store_mb: int = 512,
+            metrics_export_port: int = 0) -> dict:
     """Start (or attach to) Ray once per process; return the cluster's total resources.
 
     Embedded mode follows the measured defaults (DESIGN.md §6): no dashboard, no usage
     stats, token auth off for a loopback-only local instance, a bounded object store.
+    ``metrics_export_port`` fixes the port of the embedded Ray's own Prometheus endpoint.
     """
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
@@ -20,7 +22,8 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, object_s
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")
             ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False,
                      object_store_memory=object_store_mb * 1024 * 1024, log_to_driver=False,
-                     configure_logging=False)
+                     configure_logging=False, **({"_metrics_export_port": metrics_export_port}
+                                                  if metrics_export_port else {}))
     return dict(ray.cluster_resources())
 
 

@@ -101,6 +101,7 @@ class Engine:
             **self.strategy.round_values(t), **agg,
             "round_s": round_s, "compute_s": compute_s, "comm_s": max(0.0, round_s - compute_s),
             "aggregate_s": end - gathered, "samples_per_s": samples / round_s if round_s > 0 else 0.0,
+            "samples": samples, "grad_evals": sum(r.stats["grad_evals"] for r in results),
             "bytes_sent": comm.get("bytes_sent", 0), "bytes_received": comm.get("bytes_received", 0),
             "replicas": [{k: r.stats[k] for k in ("replica", "loss", "compute_s", "grad_evals")} for r in results],
         }

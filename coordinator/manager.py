@@ -24,6 +24,7 @@ from pathlib import Path
 from coordinator.engine import DivergenceError, Engine, ReplicaError
 from coordinator.errors import ClusterUnavailable, JobFinished, JobNotFound
 from coordinator.local_run import build_engine
+from coordinator.metrics import ServiceMetrics
 from coordinator.rundir import MetricsLog, RunDir
 from coordinator.spec import JobSpec
 from coordinator.store import TERMINAL, JobRecord, JobStore
@@ -76,12 +77,16 @@ class _StoreListener:
 
 class JobManager:
     def __init__(self, data_dir: str | Path, *, ray_address: str | None = None, num_cpus: int | None = None,
-                 max_concurrent: int = 0):
+                 max_concurrent: int = 0, metrics: ServiceMetrics | None = None, ray_metrics_port: int = 0):
         self.data_dir = Path(data_dir)
         self.runs = self.data_dir / "runs"
         self.store = JobStore(self.data_dir / "jobs.sqlite")
         self.ray_address, self.num_cpus = ray_address, num_cpus
         self.max_concurrent = max_concurrent
+        self.metrics = metrics
+        self.ray_metrics_port = ray_metrics_port
+        if metrics is not None:
+            metrics.watch_store(self.store.counts)
         self.resources: dict | None = None
         self.cluster_error: str | None = None
         self.changed = threading.Condition()
@@ -108,7 +113,8 @@ class JobManager:
             log.error(self.cluster_error)
             return
         try:
-            self.resources = connect(self.ray_address, num_cpus=self.num_cpus)
+            self.resources = connect(self.ray_address, num_cpus=self.num_cpus,
+                                     metrics_export_port=self.ray_metrics_port)
         except Exception as exc:  # noqa: BLE001 - any failure means no cluster
             self.cluster_error = f"cannot connect to Ray ({self.ray_address or 'embedded'}): {exc}"
             log.error(self.cluster_error)
@@ -208,6 +214,8 @@ class JobManager:
             metrics = MetricsLog(rd)
             engine = build_engine(spec, rd, resume=True, listeners=[metrics])
             engine.listeners.append(_StoreListener(self, job_id, engine.total))
+            if self.metrics is not None:
+                engine.listeners.append(self.metrics.listener(job_id))
             running.engine = engine
             summary = engine.summary() if running.cancel.is_set() else engine.run(should_stop=lambda: running.cancel.is_set() or self._stopping.is_set())
             if running.cancel.is_set():
@@ -222,6 +230,8 @@ class JobManager:
                 engine = running.engine
                 self._finish(job_id, "CANCELLED", "cancelled by user", summary=engine.summary() if engine else None)
             else:
+                if isinstance(exc, ReplicaError) and self.metrics is not None:
+                    self.metrics.failures.labels(job_id).inc()
                 self._finish(job_id, "FAILED", "failed", error=_error_of(exc))
         finally:
             if running.engine is not None:

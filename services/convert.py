@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import re
 
@@ -80,22 +81,32 @@ def _ts(seconds: float | None) -> Timestamp | None:
     return ts
 
 
+@functools.lru_cache(maxsize=4096)
+def _spec_bytes(spec_json: str) -> bytes:
+    """Serialized JobSpec for a stored spec: specs never change, and ListJobs converts many."""
+    return spec_to_proto(json.loads(spec_json)).SerializeToString()
+
+
 def job_to_proto(rec: JobRecord) -> pb.Job:
-    job = pb.Job(name=f"jobs/{rec.id}", id=rec.id, spec=spec_to_proto(rec.spec), state=pb.State.Value(rec.state),
+    job = pb.Job(name=f"jobs/{rec.id}", id=rec.id, state=pb.State.Value(rec.state),
                  checkpoint_round=rec.checkpoint_round, request_id=rec.request_id or "", restarts=rec.restarts)
+    job.spec.MergeFromString(_spec_bytes(json.dumps(rec.spec, sort_keys=True)))
     for attr, value in (("create_time", rec.create_time), ("start_time", rec.start_time),
                         ("end_time", rec.end_time)):
         if value is not None:
             getattr(job, attr).CopyFrom(_ts(value))
-    if rec.progress:
-        job.progress.CopyFrom(json_format.ParseDict(rec.progress, pb.Progress(), ignore_unknown_fields=True))
-    if rec.last_eval:
-        job.last_evaluation.CopyFrom(json_format.ParseDict(rec.last_eval, pb.Evaluation(), ignore_unknown_fields=True))
-    if rec.summary:
-        job.summary.CopyFrom(json_format.ParseDict(rec.summary, pb.JobSummary(), ignore_unknown_fields=True))
-    if rec.error:
-        job.error.CopyFrom(json_format.ParseDict(rec.error, pb.JobError(), ignore_unknown_fields=True))
+    for attr, value, cls in (("progress", rec.progress, pb.Progress), ("last_evaluation", rec.last_eval, pb.Evaluation),
+                             ("summary", rec.summary, pb.JobSummary), ("error", rec.error, pb.JobError)):
+        if value:
+            getattr(job, attr).CopyFrom(_message(cls, value))
     return job
+
+
+def _message(cls, data: dict):
+    """A flat message from a stored mapping (our own keys; unknown ones, e.g. from a newer
+    server version, are ignored)."""
+    fields = cls.DESCRIPTOR.fields_by_name
+    return cls(**{k: v for k, v in data.items() if k in fields and v is not None})
 
 
 _EVENT_TYPES = {"progress": ("progress", pb.Progress), "evaluation": ("evaluation", pb.Evaluation),
@@ -109,7 +120,7 @@ def event_to_proto(ev: Event) -> pb.JobEvent:
                                                  reason=ev.payload.get("reason", "")))
     else:
         field, cls = _EVENT_TYPES[ev.kind]
-        getattr(msg, field).CopyFrom(json_format.ParseDict(ev.payload, cls(), ignore_unknown_fields=True))
+        getattr(msg, field).CopyFrom(_message(cls, ev.payload))
     return msg
 
 

@@ -21,8 +21,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from coordinator.manager import JobManager
+from coordinator.metrics import ServiceMetrics
 from services.api import jobs_pb2, jobs_pb2_grpc
 from services.auth import BearerAuthInterceptor, resolve_token
+from services.observability import GrpcMetricsInterceptor, start_exporter
 from services.servicer import JobServicer
 
 MAX_REQUEST_BYTES = 4 << 20
@@ -35,9 +37,11 @@ class Server:
     """A started gRPC server; ``stop()`` is the graceful shutdown."""
 
     def __init__(self, manager: JobManager, host: str = "127.0.0.1", port: int = 50051, *,
-                 token: str | None = None, tls: tuple[bytes, bytes] | None = None, max_workers: int = 256):
+                 token: str | None = None, tls: tuple[bytes, bytes] | None = None, max_workers: int = 256,
+                 registry=None):
         self.manager = manager
-        interceptors = [BearerAuthInterceptor(token)] if token else []
+        interceptors = [GrpcMetricsInterceptor(registry)] if registry is not None else []
+        interceptors += [BearerAuthInterceptor(token)] if token else []
         self.grpc = grpc.server(
             futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
             interceptors=interceptors,
@@ -79,10 +83,15 @@ def serve_main(args) -> int:
         raise ValueError("--tls-cert and --tls-key go together")
     if args.tls_cert:
         tls = (Path(args.tls_cert).read_bytes(), Path(args.tls_key).read_bytes())
+    metrics = ServiceMetrics()
     manager = JobManager(data_dir, ray_address=args.ray_address, num_cpus=args.num_cpus,
-                         max_concurrent=args.max_concurrent_jobs)
+                         max_concurrent=args.max_concurrent_jobs, metrics=metrics,
+                         ray_metrics_port=args.ray_metrics_port)
     manager.start()
-    server = Server(manager, args.host, args.port, token=token, tls=tls).start()
+    server = Server(manager, args.host, args.port, token=token, tls=tls, registry=metrics.registry).start()
+    if args.metrics_port:
+        bound = start_exporter(metrics.registry, args.metrics_host, args.metrics_port)
+        log.info("metrics on http://%s:%d/metrics", args.metrics_host, bound)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

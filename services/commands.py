@@ -1,0 +1,350 @@
+"""The ``esgd`` commands that talk to a server: serve, submit, list, get, watch, cancel,
+download, health. Each prints tables or readable lines, never a traceback (see services.cli)."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from services.cli import load_spec
+
+INPUT_CODES = ("INVALID_ARGUMENT", "NOT_FOUND", "FAILED_PRECONDITION", "RESOURCE_EXHAUSTED", "UNAUTHENTICATED",
+                "PERMISSION_DENIED", "OUT_OF_RANGE", "ALREADY_EXISTS")
+_STATES = ("QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED")
+
+
+def cmd_serve(args) -> int:
+    from coordinator.spec import SpecError
+    from services.server import serve_main  # imported only when serving
+
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise SpecError("--tls-cert and --tls-key go together", "--tls-cert")
+    return serve_main(args) or 0
+
+
+def _client(args):
+    """A JobClient from the connection flags; the token is --token, else --token-file, else $ESGD_TOKEN."""
+    from services.client import JobClient
+
+    token = args.token
+    if not token and args.token_file:
+        token = Path(args.token_file).read_text(encoding="utf-8").strip()
+    return JobClient(args.server, token=token or os.environ.get("ESGD_TOKEN") or None, tls_ca=args.tls_ca,
+                     timeout=args.timeout)
+
+
+def _state(value: int) -> str:
+    from services.api import jobs_pb2
+
+    return jobs_pb2.State.Name(value)
+
+
+def _time(ts) -> str:
+    from datetime import timezone
+
+    if not ts.seconds and not ts.nanos:
+        return "-"
+    return ts.ToDatetime(tzinfo=timezone.utc).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _spec(job) -> dict:
+    """The job's spec with defaults filled in (as sent, if it no longer parses here)."""
+    from coordinator.spec import JobSpec, SpecError
+    from services.client import proto_to_spec_dict
+
+    data = proto_to_spec_dict(job.spec)
+    try:
+        return JobSpec.parse(data).to_dict()
+    except SpecError:
+        return data
+
+
+def _test_error(job) -> str:
+    if job.HasField("summary"):
+        return f"{job.summary.test_error:.4f}"
+    return f"{job.last_evaluation.test_error:.4f}" if job.HasField("last_evaluation") else "-"
+
+
+def _eval_line(e) -> str:
+    return (f"round {e.round} epoch {e.epoch:.3f} test_error {e.test_error:.4f} test_loss {e.test_loss:.4f} "
+            f"grad_evals {e.grad_evals_total} data_passes/replica {e.data_passes_per_replica:.2f} "
+            f"wall {e.wall_seconds:.1f}s")
+
+
+def _summary_line(s) -> str:
+    return (f"test_error {s.test_error:.4f} test_loss {s.test_loss:.4f} rounds {s.rounds} epochs {s.epochs:.3f} "
+            f"grad_evals {s.grad_evals_total} data_passes/replica {s.data_passes_per_replica:.2f} "
+            f"wall {s.wall_seconds:.1f}s")
+
+
+def _error_lines(err) -> list[str]:
+    where = [f"replica {err.replica}"] if err.replica >= 0 else []
+    where += [f"round {err.round}"] if err.round >= 0 else []
+    lines = [f"{err.code}: {err.message}" + (f" ({', '.join(where)})" if where else "")]
+    return lines + ([f"root cause: {err.root_cause}"] if err.root_cause else [])
+
+
+def cmd_submit(args) -> int:
+    spec = load_spec(args.job, args.set)  # validated here first: errors name the field
+    with _client(args) as client:
+        job = client.create_job(spec.resolved().to_dict(), request_id=args.request_id)
+        print(job.name, flush=True)
+        return _watch(client, job.name, args.no_progress) if args.watch else 0
+
+
+def cmd_list(args) -> int:
+    with _client(args) as client:
+        if args.all:
+            jobs, token = list(client.iter_jobs(args.state, page_size=args.page_size)), ""
+        else:
+            page = client.list_jobs(args.state, page_size=args.page_size, page_token=args.page_token)
+            jobs, token = list(page.jobs), page.next_page_token
+    rows = [("NAME", "STATE", "STRATEGY", "MODEL", "K", "ROUND/TOTAL", "TEST_ERROR", "CREATED")]
+    for job in jobs:
+        spec, p = _spec(job), job.progress
+        total = str(p.total_rounds) if p.total_rounds else "-"
+        rows.append((job.name, _state(job.state), str(spec.get("strategy", "-")), str(spec.get("model", "-")),
+                     str(spec.get("replicas", "-")), f"{p.round}/{total}", _test_error(job), _time(job.create_time)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    if token:
+        print(f"(more: esgd list --page-token {token})")
+    return 0
+
+
+def describe(job) -> str:
+    """A readable multi-line description of a job."""
+    spec, p, lines = _spec(job), job.progress, []
+    ds, train = spec.get("dataset", {}), spec.get("train", {})
+    budget = f"epochs {train['epochs']}" if train.get("epochs") else f"outer_steps {train.get('outer_steps')}"
+    lines.append(f"name:        {job.name}")
+    lines.append(f"state:       {_state(job.state)}" + (f" (restarts {job.restarts})" if job.restarts else ""))
+    lines.append(f"spec:        {spec.get('strategy')} {spec.get('model')}/{ds.get('name')} K={spec.get('replicas')} "
+                 f"L={spec.get('inner', {}).get('steps')} batch {train.get('batch_size')} {budget} "
+                 f"(name {spec.get('name')})")
+    lines.append(f"times:       created {_time(job.create_time)}, started {_time(job.start_time)}, "
+                 f"ended {_time(job.end_time)}")
+    if job.HasField("progress"):
+        lines.append(f"progress:    round {p.round}/{p.total_rounds} epoch {p.epoch:.3f} loss {p.loss:.4f} "
+                     f"train_error {p.train_error:.4f} gamma {p.gamma:.3g} rho {p.rho:.3g} lr {p.lr:.3g} "
+                     f"samples/s {p.samples_per_second:.0f}")
+    if job.HasField("last_evaluation"):
+        lines.append(f"evaluation:  {_eval_line(job.last_evaluation)}")
+    if job.HasField("summary"):
+        lines.append(f"summary:     {_summary_line(job.summary)}")
+    if job.HasField("error"):
+        lines += [f"error:       {line}" for line in _error_lines(job.error)]
+    if job.checkpoint_round:
+        lines.append(f"checkpoint:  round {job.checkpoint_round}")
+    return "\n".join(lines)
+
+
+def cmd_get(args) -> int:
+    from google.protobuf import json_format
+
+    with _client(args) as client:
+        job = client.get_job(args.id)
+    print(json_format.MessageToJson(job, preserving_proto_field_name=True) if args.json else describe(job))
+    return 0
+
+
+def _watch(client, name: str, no_progress: bool = False, reconnect_s: float = 60.0) -> int:
+    """Follow a job to its end: a progress bar, a line per evaluation; reconnect after a dropped stream.
+
+    Returns 0 SUCCEEDED, 1 FAILED, 3 CANCELLED.
+    """
+    import grpc
+    from tqdm import tqdm
+
+    from services.client import TERMINAL, ApiError
+
+    bar = tqdm(total=None, unit="round", dynamic_ncols=True, disable=True if no_progress else None)
+    seq, state, error, summary, lost_at, delay = 0, None, None, None, None, 0.2
+
+    def set_state(new: int, reason: str = "") -> None:
+        nonlocal state
+        if new != state:
+            state = new
+            bar.write(f"{name}: {_state(new)}" + (f" ({reason})" if reason else ""))
+
+    def set_progress(p) -> None:
+        if p.total_rounds and bar.total != p.total_rounds:
+            bar.total = p.total_rounds
+        if p.round > bar.n:
+            bar.update(p.round - bar.n)
+        bar.set_postfix({"loss": f"{p.loss:.3f}", "γ": f"{p.gamma:.2g}", "smp/s": f"{p.samples_per_second:.0f}"})
+
+    try:
+        while True:
+            try:
+                for ev in client.watch(name, after_seq=seq or None):  # None: snapshot first
+                    seq, lost_at, delay = max(seq, ev.seq), None, 0.2
+                    kind = ev.WhichOneof("kind")
+                    if kind == "snapshot":
+                        job = ev.snapshot
+                        set_progress(job.progress)
+                        set_state(job.state)
+                        error = job.error if job.HasField("error") else error
+                        summary = job.summary if job.HasField("summary") else summary
+                    elif kind == "state_change":
+                        set_state(ev.state_change.state, ev.state_change.reason)
+                    elif kind == "progress":
+                        set_progress(ev.progress)
+                    elif kind == "evaluation":
+                        bar.write(_eval_line(ev.evaluation))
+                    elif kind == "error":
+                        error = ev.error
+                    elif kind == "summary":
+                        summary = ev.summary
+                if state not in TERMINAL:  # the stream ended early (a server going down): ask, then resume
+                    job = client.get_job(name)
+                    set_state(job.state)
+                    if state not in TERMINAL:
+                        raise ApiError(grpc.StatusCode.UNAVAILABLE, "the watch stream ended early")
+                break
+            except ApiError as exc:
+                if exc.code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    raise
+                now = time.monotonic()
+                if lost_at is None:
+                    lost_at = now
+                    bar.write(f"esgd: connection lost ({exc}); reconnecting for up to {reconnect_s:.0f}s",
+                              file=sys.stderr)
+                if now - lost_at >= reconnect_s:
+                    raise
+                time.sleep(min(delay, reconnect_s - (now - lost_at)))
+                delay = min(delay * 2, 5.0)
+    finally:
+        bar.close()
+    if (state == TERMINAL[1] and error is None) or (state == TERMINAL[0] and summary is None):
+        job = client.get_job(name)  # the final event may have been missed across a reconnect
+        error = job.error if job.HasField("error") else None
+        summary = job.summary if job.HasField("summary") else None
+    if state == TERMINAL[0]:
+        print(f"{name} SUCCEEDED" + (f": {_summary_line(summary)}" if summary else ""))
+        return 0
+    if state == TERMINAL[1]:
+        lines = _error_lines(error) if error else ["(no error reported)"]
+        print(f"esgd: {name} FAILED: " + "\n  ".join(lines), file=sys.stderr)
+        return 1
+    print(f"{name} CANCELLED" + (f": {_summary_line(summary)}" if summary and summary.rounds else ""))
+    return 3
+
+
+def cmd_watch(args) -> int:
+    with _client(args) as client:
+        return _watch(client, args.id, args.no_progress)
+
+
+def cmd_cancel(args) -> int:
+    from services.client import TERMINAL
+
+    with _client(args) as client:
+        job = client.cancel_job(args.id)
+    print(f"{job.name}: {_state(job.state)}" + ("" if job.state in TERMINAL else ", cancel requested"))
+    return 0
+
+
+def cmd_download(args) -> int:
+    with _client(args) as client:
+        info = client.download_checkpoint(args.id, args.output, round=args.round)
+    print(f"wrote {info['path']}: checkpoint round {info['round']}, {info['bytes']} bytes, sha256 {info['sha256']}")
+    return 0
+
+
+def cmd_health(args) -> int:
+    """grpc.health.v1 Check: exit 0 when SERVING (used by docker-compose healthchecks)."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    creds = None
+    if args.tls_ca:
+        creds = grpc.ssl_channel_credentials(Path(args.tls_ca).read_bytes())
+    channel = grpc.secure_channel(args.server, creds) if creds else grpc.insecure_channel(args.server)
+    with channel:
+        try:
+            resp = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout)
+        except grpc.RpcError as exc:
+            print(f"esgd: {args.server}: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 1
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
+    print(status)
+    return 0 if status == "SERVING" else 1
+
+
+def _connection_flags() -> argparse.ArgumentParser:
+    conn = argparse.ArgumentParser(add_help=False)
+    g = conn.add_argument_group("connection")
+    g.add_argument("--server", default=os.environ.get("ESGD_SERVER") or "127.0.0.1:50051",
+                   help="HOST:PORT of the esgd server (default $ESGD_SERVER or 127.0.0.1:50051)")
+    g.add_argument("--token", help="bearer token (default: --token-file, else $ESGD_TOKEN)")
+    g.add_argument("--token-file", help="file holding the bearer token")
+    g.add_argument("--tls-ca", help="CA certificate (PEM) to verify the server; enables TLS")
+    g.add_argument("--timeout", type=float, default=30.0, help="seconds per call (default 30)")
+    return conn
+
+
+def add_client_commands(sub) -> None:
+    conn = [_connection_flags()]
+    serve = sub.add_parser("serve", help="run the gRPC job server")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=50051, help="port (default 50051; 0 = pick a free one)")
+    serve.add_argument("--data-dir", default="./esgd-data", help="job store and run directories (default ./esgd-data)")
+    serve.add_argument("--ray-address", help="attach to an existing Ray cluster instead of starting one")
+    serve.add_argument("--num-cpus", type=int, help="CPUs for the embedded Ray (default: all)")
+    serve.add_argument("--max-concurrent-jobs", type=int, default=0, help="jobs run at once (0 = as many as fit)")
+    serve.add_argument("--token-file", help="file holding the bearer token clients must send (default: no auth)")
+    serve.add_argument("--tls-cert", help="server certificate (PEM); with --tls-key enables TLS")
+    serve.add_argument("--tls-key", help="server private key (PEM)")
+    serve.add_argument("--metrics-port", type=int, default=0, help="Prometheus metrics port (default 0 = off)")
+    serve.add_argument("--metrics-host", default="127.0.0.1", help="metrics address (default 127.0.0.1)")
+    serve.add_argument("--ray-metrics-port", type=int, default=0,
+                       help="port of the embedded Ray's own metrics endpoint (default 0 = Ray picks)")
+    serve.add_argument("--port-file", help="write the bound port to this file once serving")
+    serve.set_defaults(func=cmd_serve)
+
+    submit = sub.add_parser("submit", parents=conn, help="submit a job to the server")
+    submit.add_argument("job", help="job spec file (YAML or JSON)")
+    submit.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override a spec field, e.g. --set inner.lr=0.05 (repeatable)")
+    submit.add_argument("--request-id", help="idempotency key: resubmitting with it returns the same job")
+    submit.add_argument("--watch", action="store_true", help="then follow the job like esgd watch")
+    submit.add_argument("--no-progress", action="store_true", help="no progress bar (with --watch)")
+    submit.set_defaults(func=cmd_submit)
+
+    ls = sub.add_parser("list", parents=conn, help="list jobs")
+    ls.add_argument("--state", type=str.upper, choices=_STATES, help="only jobs in this state")
+    ls.add_argument("--page-size", type=int, default=50, help="jobs per page (default 50)")
+    ls.add_argument("--page-token", default="", help="continue from a previous page")
+    ls.add_argument("--all", action="store_true", help="all pages")
+    ls.set_defaults(func=cmd_list)
+
+    get = sub.add_parser("get", parents=conn, help="describe a job")
+    get.add_argument("id", help="job id or jobs/ID")
+    get.add_argument("--json", action="store_true", help="print the Job message as JSON")
+    get.set_defaults(func=cmd_get)
+
+    watch = sub.add_parser("watch", parents=conn, help="follow a job until it ends (exit 0/1/3)")
+    watch.add_argument("id", help="job id or jobs/ID")
+    watch.add_argument("--no-progress", action="store_true", help="no progress bar")
+    watch.set_defaults(func=cmd_watch)
+
+    cancel = sub.add_parser("cancel", parents=conn, help="cancel a job")
+    cancel.add_argument("id", help="job id or jobs/ID")
+    cancel.set_defaults(func=cmd_cancel)
+
+    download = sub.add_parser("download", parents=conn, help="download a job's checkpoint")
+    download.add_argument("id", help="job id or jobs/ID")
+    download.add_argument("-o", "--output", required=True, metavar="FILE", help="where to write it")
+    download.add_argument("--round", type=int, default=0, help="checkpoint round (default 0 = latest)")
+    download.set_defaults(func=cmd_download)
+
+    health = sub.add_parser("health", parents=conn, help="ask the server's health service (exit 0 = SERVING)")
+    health.add_argument("--service", default="", help="service name (default: the whole server)")
+    health.set_defaults(func=cmd_health)
+
+
