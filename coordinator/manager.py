@@ -217,6 +217,9 @@ class JobManager:
             if self.metrics is not None:
                 engine.listeners.append(self.metrics.listener(job_id))
             running.engine = engine
+            placement = [{k: i[k] for k in ("index", "node_id", "node_ip", "pid", "device")}
+                         for i in getattr(engine.pool, "info", [])]
+            self._write(job_id, replicas=placement)
             summary = engine.summary() if running.cancel.is_set() else engine.run(should_stop=lambda: running.cancel.is_set() or self._stopping.is_set())
             if running.cancel.is_set():
                 self._finish(job_id, "CANCELLED", "cancelled by user", summary=summary)

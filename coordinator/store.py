@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     error TEXT,
     checkpoint_round INTEGER NOT NULL DEFAULT 0,
     restarts INTEGER NOT NULL DEFAULT 0,
-    cancel_requested INTEGER NOT NULL DEFAULT 0
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    replicas TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, ordinal);
 CREATE TABLE IF NOT EXISTS events (
@@ -49,7 +50,7 @@ CREATE TABLE IF NOT EXISTS events (
 );
 """
 
-_JSON_COLUMNS = ("spec", "progress", "last_eval", "summary", "error")
+_JSON_COLUMNS = ("spec", "progress", "last_eval", "summary", "error", "replicas")
 
 
 @dataclass
@@ -69,6 +70,7 @@ class JobRecord:
     checkpoint_round: int = 0
     restarts: int = 0
     cancel_requested: bool = False
+    replicas: list | None = None
 
 
 @dataclass

@@ -99,6 +99,7 @@ def job_to_proto(rec: JobRecord) -> pb.Job:
                              ("summary", rec.summary, pb.JobSummary), ("error", rec.error, pb.JobError)):
         if value:
             getattr(job, attr).CopyFrom(_message(cls, value))
+    job.replicas.extend(_message(pb.ReplicaPlacement, r) for r in rec.replicas or [])
     return job
 
 

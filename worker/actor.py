@@ -23,8 +23,13 @@ class ReplicaActor:
         self.replica = Replica(spec, index, dataset, device)
 
     def ready(self) -> dict:
+        """Where this replica lives (shown to users as the job's placement)."""
+        import ray
+
+        ctx = ray.get_runtime_context()
         return {"index": self.replica.index, "pid": os.getpid(), "device": str(self.replica.device),
-                "threads": torch.get_num_threads()}
+                "threads": torch.get_num_threads(), "node_id": ctx.get_node_id(),
+                "node_ip": ray.util.get_node_ip_address()}
 
     def run(self, anchor: np.ndarray, hp: InnerParams) -> tuple[np.ndarray, dict]:
         return self.replica.run(anchor, hp)

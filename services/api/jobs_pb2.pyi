@@ -236,7 +236,7 @@ class JobSummary(_message.Message):
     def __init__(self, test_error: _Optional[float] = ..., test_loss: _Optional[float] = ..., rounds: _Optional[int] = ..., epochs: _Optional[float] = ..., grad_evals_total: _Optional[int] = ..., grad_evals_per_replica: _Optional[float] = ..., samples_total: _Optional[int] = ..., data_passes_per_replica: _Optional[float] = ..., data_passes_total: _Optional[float] = ..., wall_seconds: _Optional[float] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("name", "id", "spec", "state", "create_time", "start_time", "end_time", "progress", "last_evaluation", "summary", "error", "checkpoint_round", "request_id", "restarts")
+    __slots__ = ("name", "id", "spec", "state", "create_time", "start_time", "end_time", "progress", "last_evaluation", "summary", "error", "checkpoint_round", "request_id", "restarts", "replicas")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
@@ -251,6 +251,7 @@ class Job(_message.Message):
     CHECKPOINT_ROUND_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     RESTARTS_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
     name: str
     id: str
     spec: JobSpec
@@ -265,7 +266,22 @@ class Job(_message.Message):
     checkpoint_round: int
     request_id: str
     restarts: int
-    def __init__(self, name: _Optional[str] = ..., id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[State, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., last_evaluation: _Optional[_Union[Evaluation, _Mapping]] = ..., summary: _Optional[_Union[JobSummary, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., checkpoint_round: _Optional[int] = ..., request_id: _Optional[str] = ..., restarts: _Optional[int] = ...) -> None: ...
+    replicas: _containers.RepeatedCompositeFieldContainer[ReplicaPlacement]
+    def __init__(self, name: _Optional[str] = ..., id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[State, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., last_evaluation: _Optional[_Union[Evaluation, _Mapping]] = ..., summary: _Optional[_Union[JobSummary, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., checkpoint_round: _Optional[int] = ..., request_id: _Optional[str] = ..., restarts: _Optional[int] = ..., replicas: _Optional[_Iterable[_Union[ReplicaPlacement, _Mapping]]] = ...) -> None: ...
+
+class ReplicaPlacement(_message.Message):
+    __slots__ = ("index", "node_id", "node_ip", "pid", "device")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    NODE_IP_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    node_id: str
+    node_ip: str
+    pid: int
+    device: str
+    def __init__(self, index: _Optional[int] = ..., node_id: _Optional[str] = ..., node_ip: _Optional[str] = ..., pid: _Optional[int] = ..., device: _Optional[str] = ...) -> None: ...
 
 class CreateJobRequest(_message.Message):
     __slots__ = ("job", "request_id")
