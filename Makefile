@@ -23,6 +23,7 @@ run: $(STAMP) data
 	./scripts/quickstart.sh examples/quickstart.yaml
 
 test: $(STAMP)
+	./scripts/install-test-tools.sh
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP) data

@@ -276,6 +276,22 @@ def cmd_health(args) -> int:
     return 0 if status == "SERVING" else 1
 
 
+def cmd_plot(args) -> int:
+    """Draw the job's dashboard curves from Prometheus into a PNG."""
+    from services.plot import plot_job
+
+    with _client(args) as client:
+        job = client.get_job(args.id)
+    if not job.start_time.seconds:
+        print(f"esgd: error: {job.name} has not started yet: nothing to plot", file=sys.stderr)
+        return 2
+    start = job.start_time.ToNanoseconds() / 1e9 - 10
+    end = (job.end_time.ToNanoseconds() / 1e9 if job.end_time.seconds else time.time()) + 10
+    counts = plot_job(args.prometheus, job.id, start, end, args.output)
+    print(f"wrote {args.output} ({', '.join(f'{k}: {v}' for k, v in counts.items())} series)")
+    return 0
+
+
 def _connection_flags() -> argparse.ArgumentParser:
     conn = argparse.ArgumentParser(add_help=False)
     g = conn.add_argument_group("connection")
@@ -342,6 +358,13 @@ def add_client_commands(sub) -> None:
     download.add_argument("-o", "--output", required=True, metavar="FILE", help="where to write it")
     download.add_argument("--round", type=int, default=0, help="checkpoint round (default 0 = latest)")
     download.set_defaults(func=cmd_download)
+
+    plot = sub.add_parser("plot", parents=conn, help="PNG of a job's main curves from Prometheus")
+    plot.add_argument("id", help="job id or jobs/ID")
+    plot.add_argument("-o", "--output", required=True, metavar="FILE.png", help="where to write the PNG")
+    plot.add_argument("--prometheus", default=os.environ.get("ESGD_PROMETHEUS") or "http://127.0.0.1:9090",
+                      help="Prometheus URL (default $ESGD_PROMETHEUS or http://127.0.0.1:9090)")
+    plot.set_defaults(func=cmd_plot)
 
     health = sub.add_parser("health", parents=conn, help="ask the server's health service (exit 0 = SERVING)")
     health.add_argument("--service", default="", help="service name (default: the whole server)")

@@ -13,6 +13,7 @@ import torch
 
 from worker.data import DataError, Dataset, load_dataset
 from worker.data import datasets
+from worker.data import text as text_loader
 from worker.data.datasets import DATASETS, FASHION_MNIST_DIR
 
 IDX_NAMES = {
@@ -291,7 +292,7 @@ def test_bible_kjv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_bible_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.setattr(datasets, "BIBLE_PROGRAM", str(tmp_path / "no-bible"))
+    monkeypatch.setattr(text_loader, "BIBLE_PROGRAM", str(tmp_path / "no-bible"))
     with pytest.raises(DataError, match="apt-get install bible-kjv"):
         load_dataset("text", "bible-kjv")
 

@@ -1,0 +1,111 @@
+"""Character-level text loader: any UTF-8 file, or the King James Bible via Debian.
+
+Text is tokenised by character (the vocabulary is the sorted set of characters) and cut
+into non-overlapping ``seq_len + 1`` chunks for next-character prediction; the last part
+of the corpus is the test split.  ``path="bible-kjv"`` runs Debian's ``bible`` program
+(package ``bible-kjv``) once and caches the plain text under ``~/.cache/esgd``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+from .base import DataError, Dataset
+
+BIBLE_PROGRAM = "/usr/bin/bible"
+BIBLE_RANGE = "Gen1:1-Rev22:21"
+
+
+def _bible_text() -> str:
+    """The King James Bible as plain text, one verse per line, via Debian's ``bible``.
+
+    ``bible -f`` turns pretty-printing *off*, giving ``Ge1:1 In the beginning...`` lines;
+    the verse references are stripped.  The result is cached in ~/.cache/esgd.
+    """
+    cache = Path.home() / ".cache" / "esgd" / "bible-kjv.txt"
+    if cache.is_file():
+        return _decode_text(cache.read_bytes(), cache)
+    if not os.access(BIBLE_PROGRAM, os.X_OK):
+        raise DataError(f"text path 'bible-kjv' needs {BIBLE_PROGRAM}: run `apt-get install bible-kjv`")
+    try:
+        proc = subprocess.run([BIBLE_PROGRAM, "-f", BIBLE_RANGE], stdin=subprocess.DEVNULL,
+                              capture_output=True, timeout=120, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise DataError(f"running {BIBLE_PROGRAM} failed ({exc}); reinstall with "
+                        f"`apt-get install --reinstall bible-kjv bible-kjv-text`") from exc
+    raw = re.sub(rb"(?m)^[1-3]?[A-Za-z]+\d+:\d+ ", b"", proc.stdout)
+    if proc.returncode != 0 or len(raw) < 1_000_000:
+        raise DataError(f"{BIBLE_PROGRAM} -f {BIBLE_RANGE} returned {proc.returncode} with "
+                        f"{len(raw)} bytes ({proc.stderr[:200]!r}); reinstall with "
+                        f"`apt-get install --reinstall bible-kjv bible-kjv-text`")
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_bytes(raw)
+        os.replace(tmp, cache)
+    except OSError:
+        pass  # caching is only an optimisation
+    return raw.decode("ascii", errors="replace")
+
+
+def _decode_text(raw: bytes, path: Path) -> str:
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path} is not valid UTF-8 (byte offset {exc.start}: {exc.reason}); "
+                        f"convert it, e.g. `iconv -f latin1 -t utf-8`") from exc
+
+
+def _text_dataset(name: str, text: str, seq_len: int, test_fraction: float = 0.1,
+                  source: str = "", vocab: str | None = None) -> Dataset:
+    """Tokenise ``text`` by character and cut train/test into ``seq_len + 1`` chunks."""
+    if seq_len < 1:
+        raise DataError(f"seq_len must be >= 1, got {seq_len}")
+    where = source or name
+    window = seq_len + 1
+    split = int(round(len(text) * (1.0 - test_fraction)))
+    need = int(np.ceil(window / min(test_fraction, 1 - test_fraction)))
+    if len(text) - split < window or split < window:
+        raise DataError(f"{where} has {len(text)} characters, too short for seq_len={seq_len} "
+                        f"(need at least {need}); use a longer file or a smaller seq_len")
+    if vocab is None:
+        vocab = "".join(sorted(set(text)))
+    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    vocab_codes = np.frombuffer(vocab.encode("utf-32-le"), dtype=np.uint32)
+    dtype = np.uint8 if len(vocab) <= 256 else np.int16 if len(vocab) <= 32767 else np.int32
+    ids = np.searchsorted(vocab_codes, codes).astype(dtype)
+
+    def chunks(part: np.ndarray) -> np.ndarray:
+        n = len(part) // window
+        return np.ascontiguousarray(part[: n * window].reshape(n, window))
+
+    train_x, test_x = chunks(ids[:split]), chunks(ids[split:])
+    return Dataset(name=name, kind="text", train_x=train_x, train_y=np.zeros(len(train_x), np.int64),
+                   test_x=test_x, test_y=np.zeros(len(test_x), np.int64), num_classes=len(vocab),
+                   input_shape=(seq_len,), mean=(), std=(), vocab=vocab)
+
+
+def _load_text(path: str | None, seq_len: int) -> Dataset:
+    """Character dataset from a UTF-8 file; the last 10% of characters is the test split."""
+    if path is None:
+        raise DataError("text needs path=<a UTF-8 text file> (or path='bible-kjv' for the King "
+                        "James Bible from Debian package bible-kjv)")
+    if path == "bible-kjv" and not os.path.exists(path):
+        return _text_dataset("bible-kjv", _bible_text(), seq_len, source="bible-kjv")
+    file = Path(path)
+    if not file.is_file():
+        raise DataError(f"text file {file} does not exist or is not a regular file; pass path= "
+                        f"a UTF-8 text file (or 'bible-kjv' after `apt-get install bible-kjv`)")
+    try:
+        raw = file.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read text file {file}: {exc.strerror or exc}") from exc
+    if not raw.strip():
+        raise DataError(f"text file {file} is empty; use a file with some text")
+    return _text_dataset("text", _decode_text(raw, file), seq_len, source=str(file))
+
