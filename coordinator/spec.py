@@ -203,8 +203,9 @@ class JobSpec(_Section):
         return self.model_dump(mode="json")
 
     def replace(self, **changes: Any) -> "JobSpec":
-        """A validated copy with top-level sections replaced (dicts are merged into the section)."""
-        data = self.to_dict()
+        """A validated copy with top-level sections replaced (dicts are merged into the section).
+        Only fields set explicitly carry over, so defaults can still follow a new strategy."""
+        data = self.model_dump(mode="json", exclude_unset=True)
         for key, value in changes.items():
             if isinstance(value, dict) and isinstance(data.get(key), dict):
                 data[key] = {**data[key], **value}

@@ -42,30 +42,32 @@ class GrpcMetricsInterceptor(grpc.ServerInterceptor):
 
     def _unary(self, behavior, method):
         def wrapped(request, context):
-            start, code = time.perf_counter(), "OK"
-            try:
+            with _Timed(self, method, context):
                 return behavior(request, context)
-            except BaseException:
-                code = _code(context, "UNKNOWN")
-                raise
-            finally:
-                self._record(method, _code(context, code) if code == "OK" else code, time.perf_counter() - start)
         return wrapped
 
     def _stream(self, behavior, method):
         def wrapped(request, context):
-            start, code = time.perf_counter(), "OK"
-            try:
+            with _Timed(self, method, context):
                 yield from behavior(request, context)
-            except GeneratorExit:
-                code = "CANCELLED"
-                raise
-            except BaseException:
-                code = _code(context, "UNKNOWN")
-                raise
-            finally:
-                self._record(method, _code(context, code) if code == "OK" else code, time.perf_counter() - start)
         return wrapped
+
+
+class _Timed:
+    """Times one call and records it with its final status code."""
+
+    def __init__(self, interceptor: GrpcMetricsInterceptor, method: str, context):
+        self.interceptor, self.method, self.context = interceptor, method, context
+
+    def __enter__(self):
+        self.start = time.perf_counter()
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is GeneratorExit:  # the client went away mid-stream
+            code = "CANCELLED"
+        else:
+            code = _code(self.context, "UNKNOWN" if exc_type else "OK")
+        self.interceptor._record(self.method, code, time.perf_counter() - self.start)
 
 
 def _code(context, default: str) -> str:

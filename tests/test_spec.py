@@ -97,3 +97,12 @@ def test_examples_are_valid():
     assert files
     for f in files:
         load_spec(str(f), [])
+
+
+def test_replace_merges_sections_and_lets_defaults_follow_the_strategy():
+    spec = JobSpec.parse({"inner": {"lr": 0.05}, "train": {"outer_steps": 3}})
+    sgd = spec.replace(strategy="sgd", train={"batch_size": 64})
+    assert sgd.strategy == "sgd" and sgd.inner.lr == 0.05 and sgd.train.outer_steps == 3
+    assert sgd.train.batch_size == 64 and sgd.resolved().inner.noise == 0.0
+    with pytest.raises(SpecError, match="inner.lr"):
+        spec.replace(inner={"lr": -1})

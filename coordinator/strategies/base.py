@@ -99,8 +99,10 @@ class Strategy(ABC):
     def reference(self) -> torch.Tensor:
         """The ``[params | buffers]`` vector of the model this job produces."""
 
-    @abstractmethod
-    def set_outer_lr(self, lr: float) -> None: ...
+    def set_outer_lr(self, lr: float) -> None:
+        """Set η on the strategy's stock outer optimizer (``self.opt``)."""
+        for g in self.opt.param_groups:
+            g["lr"] = lr
 
     @abstractmethod
     def state_dict(self) -> dict: ...

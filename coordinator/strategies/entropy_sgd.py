@@ -44,10 +44,6 @@ class EntropySGD(Strategy):
     def reference(self) -> torch.Tensor:
         return self.state
 
-    def set_outer_lr(self, lr: float) -> None:
-        for g in self.opt.param_groups:
-            g["lr"] = lr
-
     def state_dict(self) -> dict:
         return {"state": self.state.clone(), "optimizer": self.opt.state_dict()}
 

@@ -60,10 +60,6 @@ class Parle(Strategy):
     def reference(self) -> torch.Tensor:
         return torch.cat([self.x.mean(dim=0), self.states[0, self.num_params:]])
 
-    def set_outer_lr(self, lr: float) -> None:
-        for g in self.opt.param_groups:
-            g["lr"] = lr
-
     def state_dict(self) -> dict:
         return {"states": self.states.clone(), "optimizer": self.opt.state_dict()}
 
