@@ -39,6 +39,7 @@ class Listener(Protocol):
     def on_round(self, record: dict) -> None: ...
     def on_eval(self, record: dict) -> None: ...
     def on_checkpoint(self, path: Path, step: int) -> None: ...
+    def on_replica(self, record: dict) -> None: ...  # {"replica", "round", "kind": failed|restarted, "cause"}
 
 
 def batches_per_pass(spec: JobSpec, num_train: int) -> int:
@@ -60,7 +61,8 @@ class Engine:
         self.ckpt_every = self.spec.checkpoint.every or self.eval_every
         self.milestones = [round(m * self.nb) for m in self.spec.outer.milestones]
         self.t = 0
-        self.counters = {"grad_evals": 0, "samples": 0, "wall_s": 0.0, "bytes_sent": 0, "bytes_received": 0}
+        self.counters = {"grad_evals": 0, "samples": 0, "wall_s": 0.0, "bytes_sent": 0, "bytes_received": 0,
+                         "replica_failures": 0, "replica_restarts": 0}
         self.last_eval: dict = {}
         self.samples_per_replica = num_train * self.spec.dataset.fraction
 
@@ -75,15 +77,16 @@ class Engine:
         results, failures, comm = self.pool.run_round(self.strategy.anchors(), hp)
         gathered = time.perf_counter()
         if failures:
-            f = failures[0]
-            raise ReplicaError(f"replica {f.index} failed in round {t}: {f.error}", f.index, t)
+            self._record_failures(t, failures, bool(results))
         for r in results:
             if not r.stats.get("finite", True):
                 raise DivergenceError(
-                    f"diverged in round {t} on replica {r.index}: loss {r.stats['loss']:.4g} "
+                    f"diverged in round {t + 1} on replica {r.index}: loss {r.stats['loss']:.4g} "
                     f"(γ={hp.gamma:.4g}, η'={hp.lr:g}, ε={hp.noise:g}, η={self.strategy.round_values(t)['lr']:g})",
-                    r.index, t)
+                    r.index, t + 1)
         agg = self.strategy.aggregate(t, results, failures)
+        if failures:
+            self._restart(t, failures, results[0].stats["drawn"])
         end = time.perf_counter()
         self.t = t + 1
         round_s = end - start
@@ -103,11 +106,39 @@ class Engine:
             "aggregate_s": end - gathered, "samples_per_s": samples / round_s if round_s > 0 else 0.0,
             "samples": samples, "grad_evals": sum(r.stats["grad_evals"] for r in results),
             "bytes_sent": comm.get("bytes_sent", 0), "bytes_received": comm.get("bytes_received", 0),
+            "replica_failures": len(failures),
             "replicas": [{k: r.stats[k] for k in ("replica", "loss", "compute_s", "grad_evals")} for r in results],
         }
         for listener in self.listeners:
             listener.on_round(record)
         return record
+
+    # ----- replica failures ------------------------------------------------------------------
+    def _notify_replica(self, **record) -> None:
+        for listener in self.listeners:
+            listener.on_replica(record)
+
+    def _record_failures(self, t: int, failures: list, survivors: bool) -> None:
+        """Count and report failures; past the job's budget, or with no survivor, fail the job."""
+        budget = self.spec.train.max_replica_failures
+        for f in failures:
+            self.counters["replica_failures"] += 1
+            self._notify_replica(replica=f.index, round=t + 1, kind="failed", cause=f.error)
+        f = failures[0]
+        if self.counters["replica_failures"] > budget:
+            raise ReplicaError(f"replica failure budget exhausted ({self.counters['replica_failures']} failures, "
+                               f"train.max_replica_failures = {budget}); last: replica {f.index} in round {t + 1}: "
+                               f"{f.error}", f.index, t + 1)
+        if not survivors:
+            raise ReplicaError(f"all {len(failures)} replicas failed in round {t + 1}: {f.error}", f.index, t + 1)
+
+    def _restart(self, t: int, failures: list, drawn: int) -> None:
+        """Recreate failed replicas; they continue their seeded data streams where the others are.
+        The round's outer step already used the survivors (failures passed to the strategy)."""
+        for f in failures:
+            self.pool.restart(f.index, {"drawn": drawn})
+            self.counters["replica_restarts"] += 1
+            self._notify_replica(replica=f.index, round=t + 1, kind="restarted", cause=f.error)
 
     # ----- evaluation, checkpoints, the whole run ---------------------------------------------
     def evaluate(self) -> dict:

@@ -52,6 +52,10 @@ class ProgressBar:
     def on_checkpoint(self, path, step) -> None:
         pass
 
+    def on_replica(self, record: dict) -> None:
+        self._tqdm.write(f"round {record['round']:>6}  replica {record['replica']} {record['kind']}: {record['cause']}",
+                         file=sys.stderr)
+
     def close(self) -> None:
         self.bar.close()
 

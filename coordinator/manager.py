@@ -74,6 +74,11 @@ class _StoreListener:
     def on_checkpoint(self, path: Path, step: int) -> None:
         self.m._write(self.job_id, checkpoint_round=step)
 
+    def on_replica(self, record: dict) -> None:
+        self.m._write(self.job_id, event=("replica", record))
+        if record["kind"] == "restarted":  # the new actor may live elsewhere
+            self.m._write(self.job_id, replicas=_placement(self.m._running[self.job_id].engine))
+
 
 class JobManager:
     def __init__(self, data_dir: str | Path, *, ray_address: str | None = None, num_cpus: int | None = None,
@@ -217,9 +222,7 @@ class JobManager:
             if self.metrics is not None:
                 engine.listeners.append(self.metrics.listener(job_id))
             running.engine = engine
-            placement = [{k: i[k] for k in ("index", "node_id", "node_ip", "pid", "device")}
-                         for i in getattr(engine.pool, "info", [])]
-            self._write(job_id, replicas=placement)
+            self._write(job_id, replicas=_placement(engine))
             summary = engine.summary() if running.cancel.is_set() else engine.run(should_stop=lambda: running.cancel.is_set() or self._stopping.is_set())
             if running.cancel.is_set():
                 self._finish(job_id, "CANCELLED", "cancelled by user", summary=summary)
@@ -233,8 +236,6 @@ class JobManager:
                 engine = running.engine
                 self._finish(job_id, "CANCELLED", "cancelled by user", summary=engine.summary() if engine else None)
             else:
-                if isinstance(exc, ReplicaError) and self.metrics is not None:
-                    self.metrics.failures.labels(job_id).inc()
                 self._finish(job_id, "FAILED", "failed", error=_error_of(exc))
         finally:
             if running.engine is not None:
@@ -265,6 +266,11 @@ class JobManager:
     def _notify(self) -> None:
         with self.changed:
             self.changed.notify_all()
+
+
+def _placement(engine) -> list[dict]:
+    return [{k: i[k] for k in ("index", "node_id", "node_ip", "pid", "device")}
+            for i in getattr(engine.pool, "info", []) if i]
 
 
 def _error_of(exc: BaseException) -> dict:

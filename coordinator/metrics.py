@@ -110,3 +110,7 @@ class _JobListener:
 
     def on_checkpoint(self, path: Path, step: int) -> None:
         pass
+
+    def on_replica(self, record: dict) -> None:
+        counter = self.m.failures if record["kind"] == "failed" else self.m.restarts
+        counter.labels(self.id).inc()

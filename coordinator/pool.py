@@ -28,6 +28,7 @@ class PlacementError(RuntimeError):
 
 class LocalPool:
     def __init__(self, spec: JobSpec, dataset: Dataset):
+        self.spec, self.dataset = spec, dataset
         self.replicas = [Replica(spec, k, dataset) for k in range(spec.replicas)]
 
     @property
@@ -41,6 +42,11 @@ class LocalPool:
             results.append(RoundResult(k, state, stats))
         return results, [], {"bytes_sent": sum(a.nbytes for a in anchors),
                              "bytes_received": sum(r.state.nbytes for r in results)}
+
+    def restart(self, index: int, state: dict) -> None:
+        """Recreate replica ``index`` (same seed-derived stream) and give it ``state``."""
+        self.replicas[index] = Replica(self.spec, index, self.dataset)
+        self.replicas[index].set_state(state)
 
     def get_states(self) -> list[dict]:
         return [r.get_state() for r in self.replicas]
@@ -74,20 +80,39 @@ class RayPool:
         r = spec.resources
         threads = r.threads_per_replica or max(1, int(r.cpus_per_replica))
         device = "cuda" if gpus > 0 else "cpu"
-        remote_cls = ray.remote(ReplicaActor)
-        dataset_ref = ray.put(dataset)
-        self.actors = [
-            remote_cls.options(num_cpus=r.cpus_per_replica, num_gpus=gpus, max_restarts=0)
-            .remote(spec, k, dataset_ref, threads, device)
-            for k in range(spec.replicas)
-        ]
+        self.closed = False
+        self.placement_timeout_s = placement_timeout_s
+        self._new = lambda k: (ray.remote(ReplicaActor)
+                               .options(num_cpus=r.cpus_per_replica, num_gpus=gpus, max_restarts=0)
+                               .remote(spec, k, self._dataset_ref, threads, device))
+        self._dataset_ref = ray.put(dataset)
+        self._describe = f"num_cpus={r.cpus_per_replica}, num_gpus={gpus:g} each"
+        self.actors = [self._new(k) for k in range(spec.replicas)]
+        self.info = self._ready(self.actors)
+
+    def _ready(self, actors: list) -> list[dict]:
+        ray = self._ray
         try:
-            self.info = ray.get([a.ready.remote() for a in self.actors], timeout=placement_timeout_s)
+            return ray.get([a.ready.remote() for a in actors], timeout=self.placement_timeout_s)
         except ray.exceptions.GetTimeoutError:
             self.shutdown()
             raise PlacementError(
-                f"{spec.replicas} replicas (num_cpus={r.cpus_per_replica}, num_gpus={gpus:g} each) were not "
-                f"placed within {placement_timeout_s:g} s; the cluster has {ray.available_resources()}") from None
+                f"{len(actors)} replica(s) ({self._describe}) were not placed within {self.placement_timeout_s:g} s; "
+                f"the cluster has {ray.available_resources()} free") from None
+
+    def restart(self, index: int, state: dict) -> None:
+        """Replace replica ``index`` by a fresh actor (placed wherever Ray finds room) and give it
+        ``state``; raises :class:`PlacementError` when it cannot be placed in time."""
+        if self.closed:
+            raise RuntimeError("the replica pool is shut down")
+        try:
+            self._ray.kill(self.actors[index])
+        except Exception:  # already dead: that is why it is restarted
+            pass
+        actor = self._new(index)
+        self.actors[index] = actor
+        self.info[index] = self._ready([actor])[0]
+        self._ray.get(actor.set_state.remote(state))
 
     @property
     def size(self) -> int:
@@ -116,6 +141,7 @@ class RayPool:
         self._ray.get([a.set_state.remote(s) for a, s in zip(self.actors, states)])
 
     def shutdown(self) -> None:
+        self.closed = True
         for a in getattr(self, "actors", []):
             try:
                 self._ray.kill(a)

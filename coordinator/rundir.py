@@ -66,6 +66,9 @@ class MetricsLog:
     def on_checkpoint(self, path: Path, step: int) -> None:
         self._f.write(json.dumps({"kind": "checkpoint", "round": step, "path": str(path)}) + "\n")
 
+    def on_replica(self, record: dict) -> None:
+        self._f.write(json.dumps({"kind": "replica", **record}) + "\n")
+
     def close(self) -> None:
         self._f.close()
 

@@ -110,6 +110,8 @@ class TrainSpec(_Section):
     outer_steps: int | None = Field(None, ge=1, le=100_000_000, description="explicit number of outer steps")
     eval_every: int = Field(0, ge=0, description="evaluate every N outer steps (0 = 10 times per run)")
     seed: int = Field(0, ge=0, le=2**31 - 1)
+    max_replica_failures: int = Field(
+        3, ge=0, le=1_000_000, description="replica failures tolerated (each replica is recreated); one more fails the job")
 
     @model_validator(mode="after")
     def _budget(self) -> "TrainSpec":

@@ -195,6 +195,9 @@ def _watch(client, name: str, no_progress: bool = False, reconnect_s: float = 60
                         set_progress(ev.progress)
                     elif kind == "evaluation":
                         bar.write(_eval_line(ev.evaluation))
+                    elif kind == "replica":
+                        r = ev.replica
+                        bar.write(f"round {r.round}: replica {r.replica} {r.kind}: {r.cause}")
                     elif kind == "error":
                         error = ev.error
                     elif kind == "summary":

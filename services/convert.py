@@ -111,7 +111,8 @@ def _message(cls, data: dict):
 
 
 _EVENT_TYPES = {"progress": ("progress", pb.Progress), "evaluation": ("evaluation", pb.Evaluation),
-                "summary": ("summary", pb.JobSummary), "error": ("error", pb.JobError)}
+                "summary": ("summary", pb.JobSummary), "error": ("error", pb.JobError),
+                "replica": ("replica", pb.ReplicaEvent)}
 
 
 def event_to_proto(ev: Event) -> pb.JobEvent:

@@ -55,9 +55,9 @@ def test_server_death_resumes_the_job_from_its_checkpoint(tmp_path, how):
             assert set(rounds) == set(range(1, 61))
             if how == "SIGTERM":
                 assert rounds == list(range(1, 61))  # checkpointed exactly where it stopped
-            else:  # rounds after the last checkpoint ran twice; the restart began after round 10
-                restart = next(r for i, r in enumerate(rounds) if i and r <= rounds[i - 1])
-                assert restart > 10
+            else:  # rounds after the last checkpoint (if any ran before the kill) ran twice
+                restarts = [r for i, r in enumerate(rounds) if i and r <= rounds[i - 1]]
+                assert len(restarts) <= 1 and all(r > 10 for r in restarts)  # resumed from a checkpoint ≥ 10
     finally:
         assert srv2.terminate() == 0
 

@@ -86,6 +86,7 @@ class Replica:
             "train_error": errors / max(items, 1),
             "grad_evals": hp.steps,
             "samples": hp.steps * self.stream.batch_size,
+            "drawn": self.stream.drawn,
             "compute_s": time.perf_counter() - start,
             "finite": bool(np.isfinite(loss_mean) and np.isfinite(result).all()),
         }
@@ -102,8 +103,12 @@ class Replica:
         }
 
     def set_state(self, state: dict) -> None:
+        """Restore what :meth:`get_state` saved; a replica recreated after a failure gets only
+        its stream position (``drawn``) and starts its RNGs and momentum afresh."""
         self.stream.drawn = int(state["drawn"])
-        self.rng_state = state["rng_state"].clone()
-        self.generator.set_state(state["generator_state"])
+        if "rng_state" in state:
+            self.rng_state = state["rng_state"].clone()
+        if "generator_state" in state:
+            self.generator.set_state(state["generator_state"])
         buf = state.get("momentum_buffer")
         self.momentum_buffer = None if buf is None else buf.to(self.device).clone()

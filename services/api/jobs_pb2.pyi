@@ -92,18 +92,20 @@ class ElasticSpec(_message.Message):
     def __init__(self, rho0: _Optional[float] = ..., rho1: _Optional[float] = ..., rho_max: _Optional[float] = ...) -> None: ...
 
 class TrainSpec(_message.Message):
-    __slots__ = ("batch_size", "epochs", "outer_steps", "eval_every", "seed")
+    __slots__ = ("batch_size", "epochs", "outer_steps", "eval_every", "seed", "max_replica_failures")
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     EPOCHS_FIELD_NUMBER: _ClassVar[int]
     OUTER_STEPS_FIELD_NUMBER: _ClassVar[int]
     EVAL_EVERY_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    MAX_REPLICA_FAILURES_FIELD_NUMBER: _ClassVar[int]
     batch_size: int
     epochs: float
     outer_steps: int
     eval_every: int
     seed: int
-    def __init__(self, batch_size: _Optional[int] = ..., epochs: _Optional[float] = ..., outer_steps: _Optional[int] = ..., eval_every: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
+    max_replica_failures: int
+    def __init__(self, batch_size: _Optional[int] = ..., epochs: _Optional[float] = ..., outer_steps: _Optional[int] = ..., eval_every: _Optional[int] = ..., seed: _Optional[int] = ..., max_replica_failures: _Optional[int] = ...) -> None: ...
 
 class ResourceSpec(_message.Message):
     __slots__ = ("cpus_per_replica", "gpus_per_replica", "threads_per_replica")
@@ -338,7 +340,7 @@ class StateChange(_message.Message):
     def __init__(self, state: _Optional[_Union[State, str]] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class JobEvent(_message.Message):
-    __slots__ = ("seq", "time", "snapshot", "state_change", "progress", "evaluation", "error", "summary")
+    __slots__ = ("seq", "time", "snapshot", "state_change", "progress", "evaluation", "error", "summary", "replica")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
@@ -347,6 +349,7 @@ class JobEvent(_message.Message):
     EVALUATION_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_FIELD_NUMBER: _ClassVar[int]
     seq: int
     time: _timestamp_pb2.Timestamp
     snapshot: Job
@@ -355,7 +358,20 @@ class JobEvent(_message.Message):
     evaluation: Evaluation
     error: JobError
     summary: JobSummary
-    def __init__(self, seq: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., snapshot: _Optional[_Union[Job, _Mapping]] = ..., state_change: _Optional[_Union[StateChange, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., evaluation: _Optional[_Union[Evaluation, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., summary: _Optional[_Union[JobSummary, _Mapping]] = ...) -> None: ...
+    replica: ReplicaEvent
+    def __init__(self, seq: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., snapshot: _Optional[_Union[Job, _Mapping]] = ..., state_change: _Optional[_Union[StateChange, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., evaluation: _Optional[_Union[Evaluation, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., summary: _Optional[_Union[JobSummary, _Mapping]] = ..., replica: _Optional[_Union[ReplicaEvent, _Mapping]] = ...) -> None: ...
+
+class ReplicaEvent(_message.Message):
+    __slots__ = ("replica", "round", "kind", "cause")
+    REPLICA_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    CAUSE_FIELD_NUMBER: _ClassVar[int]
+    replica: int
+    round: int
+    kind: str
+    cause: str
+    def __init__(self, replica: _Optional[int] = ..., round: _Optional[int] = ..., kind: _Optional[str] = ..., cause: _Optional[str] = ...) -> None: ...
 
 class DownloadCheckpointRequest(_message.Message):
     __slots__ = ("name", "round")
