@@ -69,6 +69,11 @@ def cmd_run(args) -> int:
           f"wall={summary['wall_s']:.1f}s grad_evals={summary['grad_evals_total']} "
           f"data_passes/replica={summary['data_passes_per_replica']:.2f}")
     print(f"results in {run_dir}/ (summary.json, metrics.jsonl, checkpoints/)")
+    if args.flatness and summary["status"] == "succeeded":
+        from coordinator.flatness_job import headline, load_checkpoint, report_for_checkpoint
+
+        report = report_for_checkpoint(load_checkpoint(run_dir)[0], run_dir)
+        print(f"flatness: {headline(report)}  → {run_dir}/flatness.json, flatness.png")
     if args.json:
         print(json.dumps(summary))
     return 130 if summary["status"] == "interrupted" else 0
@@ -88,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--local", action="store_true", help="run replicas in this process, without Ray")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--json", action="store_true", help="also print the summary as JSON")
+    run.add_argument("--flatness", action="store_true",
+                     help="then write the Hessian flatness report of the final model (flatness.json, .png)")
     run.set_defaults(func=cmd_run)
     from services.commands import add_client_commands
 

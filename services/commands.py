@@ -295,6 +295,27 @@ def cmd_plot(args) -> int:
     return 0
 
 
+def cmd_flatness(args) -> int:
+    """The flatness report of a run directory, a checkpoint file, or a job (downloaded first)."""
+    import tempfile
+
+    from coordinator.flatness_job import headline, load_checkpoint, report_for_checkpoint
+
+    target = Path(args.target)
+    if not target.exists():  # a job id: fetch its final checkpoint over the API
+        with _client(args) as client:
+            tmp = Path(tempfile.mkdtemp(prefix="esgd-flatness-")) / "ckpt.pt"
+            client.download_checkpoint(args.target, tmp)
+        target = tmp
+    ckpt, path = load_checkpoint(target)
+    out = Path(args.output) if args.output else (path.parent.parent if path.parent.name == "checkpoints"
+                                                 else Path("runs") / f"flatness-{path.stem}")
+    sizes = {"eval_samples": args.eval_samples, "lanczos_iters": args.lanczos_iters}
+    report = report_for_checkpoint(ckpt, out, **sizes)
+    print(f"{headline(report)}\nwrote {out}/flatness.json and {out}/flatness.png")
+    return 0
+
+
 def _connection_flags() -> argparse.ArgumentParser:
     conn = argparse.ArgumentParser(add_help=False)
     g = conn.add_argument_group("connection")
@@ -368,6 +389,14 @@ def add_client_commands(sub) -> None:
     plot.add_argument("--prometheus", default=os.environ.get("ESGD_PROMETHEUS") or "http://127.0.0.1:9090",
                       help="Prometheus URL (default $ESGD_PROMETHEUS or http://127.0.0.1:9090)")
     plot.set_defaults(func=cmd_plot)
+
+    flat = sub.add_parser("flatness", parents=conn,
+                          help="Hessian spectrum / local entropy report of a run dir, checkpoint or job")
+    flat.add_argument("target", help="run directory, checkpoint file, or job id (downloaded from --server)")
+    flat.add_argument("-o", "--output", help="directory for flatness.json and flatness.png")
+    flat.add_argument("--eval-samples", type=int, default=1000, help="training samples used (default 1000)")
+    flat.add_argument("--lanczos-iters", type=int, default=30, help="Lanczos iterations (default 30)")
+    flat.set_defaults(func=cmd_flatness)
 
     health = sub.add_parser("health", parents=conn, help="ask the server's health service (exit 0 = SERVING)")
     health.add_argument("--service", default="", help="service name (default: the whole server)")

@@ -203,6 +203,9 @@ def test_cli_and_python_client_against_the_server(server, tmp_path):
     target = tmp_path / "model.pt"
     assert esgd("download", name, "-o", str(target)).returncode == 0
     assert torch.load(target)["round"] == 6
+    flat = esgd("flatness", name, "-o", str(tmp_path / "flat"), "--eval-samples", "200", "--lanczos-iters", "10")
+    assert flat.returncode == 0, flat.stderr
+    assert json.loads((tmp_path / "flat" / "flatness.json").read_text())["round"] == 6
     bad = esgd("submit", str(job), "--set", "inner.lr=-1")
     assert bad.returncode == 2 and "inner.lr" in bad.stderr and "Traceback" not in bad.stderr
     missing = esgd("get", "jobs/nope")
