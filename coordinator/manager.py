@@ -75,9 +75,10 @@ class _StoreListener:
         self.m._write(self.job_id, checkpoint_round=step)
 
     def on_replica(self, record: dict) -> None:
-        self.m._write(self.job_id, event=("replica", record))
+        placement = {}
         if record["kind"] == "restarted":  # the new actor may live elsewhere
-            self.m._write(self.job_id, replicas=_placement(self.m._running[self.job_id].engine))
+            placement["replicas"] = _placement(self.m._running[self.job_id].engine)
+        self.m._write(self.job_id, event=("replica", record), **placement)
 
 
 class JobManager:

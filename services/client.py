@@ -92,6 +92,17 @@ class JobClient:
             time.sleep(delay * random.uniform(0.5, 1.5))
             delay *= 2
 
+    def health(self, service: str = "") -> str:
+        """grpc.health.v1 Check on this channel: the serving status name (no token needed)."""
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        try:
+            resp = health_pb2_grpc.HealthStub(self._channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=self.timeout)
+        except grpc.RpcError as exc:
+            raise ApiError.from_rpc(exc) from None
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
+
     def _unary(self, method: str, request):
         rpc = getattr(self._stub, method)
         return self._retry(lambda: rpc(request, timeout=self.timeout, metadata=self._metadata))

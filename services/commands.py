@@ -260,21 +260,14 @@ def cmd_download(args) -> int:
 
 def cmd_health(args) -> int:
     """grpc.health.v1 Check: exit 0 when SERVING (used by docker-compose healthchecks)."""
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from services.client import ApiError
 
-    creds = None
-    if args.tls_ca:
-        creds = grpc.ssl_channel_credentials(Path(args.tls_ca).read_bytes())
-    channel = grpc.secure_channel(args.server, creds) if creds else grpc.insecure_channel(args.server)
-    with channel:
+    with _client(args) as client:
         try:
-            resp = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout)
-        except grpc.RpcError as exc:
-            print(f"esgd: {args.server}: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            status = client.health(args.service)
+        except ApiError as exc:
+            print(f"esgd: {args.server}: {exc}", file=sys.stderr)
             return 1
-    status = health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
     print(status)
     return 0 if status == "SERVING" else 1
 

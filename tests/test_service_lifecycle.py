@@ -83,6 +83,16 @@ def test_auth_health_and_reflection(tmp_path):
             for service in ("", "esgd.v1.JobService"):
                 resp = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
                 assert resp.status == health_pb2.HealthCheckResponse.SERVING
+            import os
+            import subprocess
+            import sys
+
+            from tests.service_harness import ROOT
+
+            probe = subprocess.run([sys.executable, "-m", "services.cli", "health", "--server", srv.target],
+                                   capture_output=True, text=True, timeout=60, cwd=ROOT,
+                                   env={**os.environ, "PYTHONPATH": str(ROOT)})
+            assert probe.returncode == 0 and probe.stdout.strip() == "SERVING", probe.stderr  # no token needed
             from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
                 ProtoReflectionDescriptorDatabase)
 
