@@ -8,6 +8,10 @@
   evaluation and state change is written to the store (and wakes watchers) before it is shown.
 * ``cancel`` kills the job's replica actors at once, so a long round stops promptly and its
   resources return to Ray; the job ends CANCELLED with a checkpoint of its last full round.
+* ``scale`` changes a job's replica count: a queued job's spec is rewritten; a running job's
+  engine applies it at the next round boundary (Parle replicas join at the reference).
+* A job whose spec asks for it (``flatness.enabled``) gets a flatness report of its final
+  model in its run directory (an artifact), with the headline numbers in its summary.
 * ``shutdown`` (SIGTERM) asks running jobs to checkpoint after their current round and leaves
   them RUNNING in the store; the next server start resumes them from that checkpoint.
 """
@@ -21,13 +25,14 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from coordinator.engine import DivergenceError, Engine, ReplicaError
-from coordinator.errors import ClusterUnavailable, JobFinished, JobNotFound
+from coordinator.engine import DivergenceError, Engine, PlacementFailed, ReplicaError
+from coordinator.errors import CapacityError, ClusterUnavailable, JobFinished, JobNotFound, SpecError
+from coordinator.pool import PlacementError
 from coordinator.local_run import build_engine
 from coordinator.metrics import ServiceMetrics
 from coordinator.rundir import MetricsLog, RunDir
 from coordinator.spec import JobSpec
-from coordinator.store import TERMINAL, JobRecord, JobStore
+from coordinator.store import TERMINAL, JobRecord, JobStore, StoreError
 
 log = logging.getLogger("esgd.manager")
 
@@ -41,7 +46,10 @@ EVAL_KEYS = {"round": "round", "epoch": "epoch", "test_error": "test_error", "te
 SUMMARY_KEYS = {"test_error": "test_error", "test_loss": "test_loss", "rounds": "rounds", "epochs": "epochs",
                 "grad_evals_total": "grad_evals_total", "grad_evals_per_replica": "grad_evals_per_replica",
                 "samples_total": "samples_total", "data_passes_per_replica": "data_passes_per_replica",
-                "data_passes_total": "data_passes_total", "wall_s": "wall_seconds"}
+                "data_passes_total": "data_passes_total", "wall_s": "wall_seconds",
+                "top_eigenvalue": "top_eigenvalue", "hessian_trace": "hessian_trace",
+                "near_zero_fraction": "near_zero_fraction"}
+SCALABLE = ("parle", "elastic-sgd", "entropy-sgd")  # sgd's K is its batch: scaling would change the method
 
 
 def _pick(record: dict, keys: dict) -> dict:
@@ -74,11 +82,24 @@ class _StoreListener:
     def on_checkpoint(self, path: Path, step: int) -> None:
         self.m._write(self.job_id, checkpoint_round=step)
 
+    def on_checkpoint_failed(self, record: dict) -> None:
+        """A checkpoint write that failed but that training survives becomes an ``error`` event
+        (code STORAGE) without touching the job's error column: the job is still healthy. A
+        fatal failure is left to the job's own FAILED error, so it is not reported twice."""
+        if not record["fatal"]:
+            self.m._write(self.job_id, event=("error", {"code": "STORAGE", "message": record["message"], "replica": -1,
+                                                        "round": record["round"], "root_cause": record["cause"]}))
+
     def on_replica(self, record: dict) -> None:
-        placement = {}
-        if record["kind"] == "restarted":  # the new actor may live elsewhere
-            placement["replicas"] = _placement(self.m._running[self.job_id].engine)
-        self.m._write(self.job_id, event=("replica", record), **placement)
+        columns = {}
+        running = self.m._running[self.job_id]
+        if record["kind"] in ("restarted", "added", "removed"):  # new actors may live elsewhere
+            columns["replicas"] = _placement(running.engine)
+        if record["kind"] in ("added", "removed"):  # the stored spec says what runs now
+            spec = running.engine.spec
+            running.spec, running.cpus = spec, spec.replicas * spec.resources.cpus_per_replica
+            columns["spec"] = spec.to_dict()
+        self.m._write(self.job_id, event=("replica", record), **columns)
 
 
 class JobManager:
@@ -170,6 +191,45 @@ class JobManager:
                 running.engine.pool.shutdown()  # stop the round in flight: kill the actors now
         return self.get(job_id)
 
+    def scale(self, job_id: str, replicas: int) -> JobRecord:
+        """Set a job's replica count: at once for a queued job, at the next round boundary for
+        a running one. Checked like a new job (strategy, min_replicas, cluster capacity)."""
+        rec = self.get(job_id)
+        if rec.state in TERMINAL:
+            raise JobFinished(f"job {job_id} already {rec.state}; only QUEUED or RUNNING jobs can be scaled")
+        spec = JobSpec.parse(rec.spec)
+        if spec.strategy not in SCALABLE:
+            raise SpecError(f"replicas: a {spec.strategy} job cannot be scaled (its replica count is part of the "
+                            f"method); allowed for strategies {', '.join(SCALABLE)}", "replicas")
+        if not isinstance(replicas, int) or not 1 <= replicas <= 1024:
+            raise SpecError(f"replicas: must be an integer in [1, 1024], got {replicas!r}", "replicas")
+        if replicas < spec.train.min_replicas:
+            raise SpecError(f"replicas: {replicas} is below the job's train.min_replicas = "
+                            f"{spec.train.min_replicas}", "replicas")
+        new = spec.model_copy(update={"replicas": replicas})
+        resources = self._cluster()
+        new.check_capacity(resources.get("CPU", 0.0), resources.get("GPU", 0.0))
+        with self._lock:
+            running = self._running.get(job_id)
+            if running is None or running.engine is None:
+                if running is not None:
+                    raise JobFinished(f"job {job_id} is starting; scale it once its first round has begun")
+                self._write(job_id, spec=new.to_dict(),
+                            event=("replica", {"replica": -1, "round": 0, "kind": "resized",
+                                               "cause": f"scaled from {spec.replicas} to {replicas} before it started",
+                                               "replicas": replicas}))
+            else:
+                others = sum(r.cpus for jid, r in self._running.items() if jid != job_id)
+                need = replicas * spec.resources.cpus_per_replica
+                if others + need > resources.get("CPU", 0.0) + 1e-9:
+                    raise CapacityError(
+                        f"replicas: {replicas} replicas need {need:g} CPUs but only "
+                        f"{resources.get('CPU', 0.0) - others:g} are not used by other jobs; "
+                        f"allowed: replicas ≤ {int((resources.get('CPU', 0.0) - others) // spec.resources.cpus_per_replica)}",
+                        "replicas")
+                running.engine.request_resize(replicas)
+        return self.get(job_id)
+
     def run_dir(self, job_id: str) -> RunDir:
         return RunDir(self.runs / job_id)
 
@@ -191,6 +251,7 @@ class JobManager:
     def _start_ready_jobs(self) -> None:
         if self.resources is None:
             return
+        self._requeue_orphans()
         for rec in self.store.in_states(("QUEUED",)):
             if self._stopping.is_set():
                 return
@@ -210,6 +271,19 @@ class JobManager:
                                               daemon=True)
             running.thread.start()
 
+    def _requeue_orphans(self) -> None:
+        """A job RUNNING in the store with no thread here lost its thread to a store write
+        error (disk full): once the store takes writes again, queue it to resume from its
+        latest checkpoint, as after a server restart. Nothing is lost, nothing is run twice."""
+        if self._stopping.is_set():
+            return  # jobs stay RUNNING on shutdown on purpose: the next start resumes them
+        with self._lock:
+            orphans = [rec for rec in self.store.in_states(("RUNNING",)) if rec.id not in self._running]
+            for rec in orphans:
+                self.store.update(rec.id, state="QUEUED", restarts=rec.restarts + 1,
+                                  event=("state", {"state": "QUEUED",
+                                                   "reason": "resuming from checkpoint after a job-store write error"}))
+
     # ----- one job ---------------------------------------------------------------------------
     def _run(self, job_id: str, running: _Running) -> None:
         spec = running.spec
@@ -224,16 +298,25 @@ class JobManager:
                 engine.listeners.append(self.metrics.listener(job_id))
             running.engine = engine
             self._write(job_id, replicas=_placement(engine))
+            if self.metrics is not None:
+                self.metrics.replicas.labels(job_id).set(engine.pool.size)
             summary = engine.summary() if running.cancel.is_set() else engine.run(should_stop=lambda: running.cancel.is_set() or self._stopping.is_set())
             if running.cancel.is_set():
                 self._finish(job_id, "CANCELLED", "cancelled by user", summary=summary)
             elif summary.get("stopped"):
                 log.info("job %s checkpointed at round %s for server shutdown", job_id, summary["rounds"])
             else:
+                if spec.flatness.enabled:
+                    summary = {**summary, **self._flatness(job_id, engine)}
                 rd.write_summary({"status": "succeeded", **summary})
                 self._finish(job_id, "SUCCEEDED", "finished", summary=summary)
         except Exception as exc:  # noqa: BLE001 - every failure is recorded on the job
-            if running.cancel.is_set():
+            if isinstance(exc, StoreError) and not running.cancel.is_set():
+                # the store cannot take the job's record: leave it RUNNING there; the scheduler
+                # requeues it from its checkpoint once the store takes writes again
+                log.error("job %s stopped: job store write failed (%s); it resumes when the store is writable",
+                          job_id, exc)
+            elif running.cancel.is_set():
                 engine = running.engine
                 self._finish(job_id, "CANCELLED", "cancelled by user", summary=engine.summary() if engine else None)
             else:
@@ -246,6 +329,19 @@ class JobManager:
             with self._lock:
                 self._running.pop(job_id, None)
             self._notify()
+
+    def _flatness(self, job_id: str, engine: Engine) -> dict:
+        """The flatness report of the final model into the run directory; its headline numbers."""
+        from coordinator.flatness_job import report_for_checkpoint
+
+        ckpt = {"spec": engine.spec.to_dict(), "round": engine.t,
+                "model": engine.evaluator.state_dict(engine.strategy.reference())}
+        report = report_for_checkpoint(ckpt, self.run_dir(job_id).path)
+        head = {"top_eigenvalue": report["top_eigenvalues"][0], "hessian_trace": report["trace"],
+                "near_zero_fraction": report["near_zero_fraction"]}
+        if self.metrics is not None:
+            self.metrics.listener(job_id).on_flatness(head)
+        return head
 
     def _finish(self, job_id: str, state: str, reason: str, summary: dict | None = None,
                 error: dict | None = None) -> None:
@@ -270,19 +366,29 @@ class JobManager:
 
 
 def _placement(engine) -> list[dict]:
-    return [{k: i[k] for k in ("index", "node_id", "node_ip", "pid", "device")}
-            for i in getattr(engine.pool, "info", []) if i]
+    """Where each replica runs; ``index`` is its position, as in replica events."""
+    return [{**{k: i[k] for k in ("node_id", "node_ip", "pid", "device")}, "index": p}
+            for p, i in enumerate(getattr(engine.pool, "info", [])) if i]
 
 
 def _error_of(exc: BaseException) -> dict:
+    import errno
+
+    from coordinator.checkpoint import CheckpointError
+    from coordinator.store import StoreError
     from worker.data.datasets import DataError
 
     if isinstance(exc, DivergenceError):
         code = "DIVERGED"
+    elif isinstance(exc, (PlacementFailed, PlacementError)):
+        code = "PLACEMENT"
     elif isinstance(exc, ReplicaError):
         code = "REPLICA_FAILED"
     elif isinstance(exc, DataError):
         code = "DATA"
+    elif isinstance(exc, (CheckpointError, StoreError)) or (  # a write the disk refused: full, too large, I/O
+            isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EIO, errno.EDQUOT, errno.EROFS)):
+        code = "STORAGE"
     else:
         code = "INTERNAL"
     lines = traceback.format_exception_only(type(exc), exc)

@@ -54,6 +54,11 @@ class ServiceMetrics:
                             j, registry=r)
         self.failures = Counter("esgd_job_replica_failures", "Replica failures.", j, registry=r)
         self.restarts = Counter("esgd_job_replica_restarts", "Replicas recreated after a failure.", j, registry=r)
+        self.membership = Counter("esgd_job_membership_changes", "Replicas added or removed (scale, lost node).",
+                                  ["job_id", "change"], registry=r)
+        self.replicas = Gauge("esgd_job_replicas", "Replicas the job runs now.", j, registry=r)
+        self.flatness = Gauge("esgd_job_flatness", "Flatness report of the final model: top_eigenvalue, "
+                              "hessian_trace, near_zero_fraction.", ["job_id", "quantity"], registry=r)
         rl = ["job_id", "replica"]
         self.replica_loss = Gauge("esgd_replica_inner_loss", "Mean inner loss of a replica in the last round.",
                                   rl, registry=r)
@@ -70,6 +75,8 @@ class ServiceMetrics:
             c.labels(job_id)
         for d in ("sent", "received"):
             self.bytes.labels(job_id, d)
+        for change in ("added", "removed"):
+            self.membership.labels(job_id, change)
 
     def listener(self, job_id: str) -> "_JobListener":
         self.job_started(job_id)
@@ -112,5 +119,16 @@ class _JobListener:
         pass
 
     def on_replica(self, record: dict) -> None:
-        counter = self.m.failures if record["kind"] == "failed" else self.m.restarts
-        counter.labels(self.id).inc()
+        kind = record["kind"]
+        if kind == "failed":
+            self.m.failures.labels(self.id).inc()
+        elif kind == "restarted":
+            self.m.restarts.labels(self.id).inc()
+        elif kind in ("added", "removed"):
+            self.m.membership.labels(self.id, kind).inc()
+        if "replicas" in record:
+            self.m.replicas.labels(self.id).set(record["replicas"])
+
+    def on_flatness(self, headline: dict) -> None:
+        for quantity, value in headline.items():
+            self.m.flatness.labels(self.id, quantity).set(value)

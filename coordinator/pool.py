@@ -5,6 +5,11 @@ class, in the spirit of ``ray.util.ActorPool``); ``LocalPool`` holds plain
 :class:`worker.replica.Replica` objects in this process, for tests and debugging. Both answer
 ``run_round(anchors, hp) -> (results, failures, comm)`` so the round loop does not care.
 
+Membership: position ``p`` in the pool holds the replica with identity ``ids[p]`` (the seed of
+its data stream and RNGs). ``restart`` recreates one in place; ``add``/``remove`` change the
+membership between rounds (elastic scaling, or a lost replica that cannot be re-placed).
+A new identity is the smallest one not in use, so a pool scaled 4 → 2 → 4 has ids 0..3 again.
+
 A round's broadcast is one ``ray.put`` per *distinct* anchor: a shared anchor is put once and
 read zero-copy by every replica on the node; Parle's K anchors are K puts, one each.
 The dataset is put once per job and shared the same way.
@@ -26,10 +31,24 @@ class PlacementError(RuntimeError):
     """Replicas could not be placed on the cluster in time."""
 
 
+def free_ids(ids: list[int], count: int) -> list[int]:
+    """The ``count`` smallest non-negative identities not in ``ids``."""
+    out, k, used = [], 0, set(ids)
+    while len(out) < count:
+        if k not in used:
+            out.append(k)
+        k += 1
+    return out
+
+
 class LocalPool:
     def __init__(self, spec: JobSpec, dataset: Dataset):
         self.spec, self.dataset = spec, dataset
         self.replicas = [Replica(spec, k, dataset) for k in range(spec.replicas)]
+
+    @property
+    def ids(self) -> list[int]:
+        return [r.index for r in self.replicas]
 
     @property
     def size(self) -> int:
@@ -44,9 +63,17 @@ class LocalPool:
                              "bytes_received": sum(r.state.nbytes for r in results)}
 
     def restart(self, index: int, state: dict) -> None:
-        """Recreate replica ``index`` (same seed-derived stream) and give it ``state``."""
-        self.replicas[index] = Replica(self.spec, index, self.dataset)
+        """Recreate the replica at position ``index`` (same seed-derived stream), give it ``state``."""
+        self.replicas[index] = Replica(self.spec, self.replicas[index].index, self.dataset)
         self.replicas[index].set_state(state)
+
+    def add(self, ids: list[int], state: dict) -> None:
+        for k in ids:
+            self.replicas.append(Replica(self.spec, k, self.dataset))
+            self.replicas[-1].set_state(state)
+
+    def remove(self, positions: list[int]) -> None:
+        self.replicas = [r for p, r in enumerate(self.replicas) if p not in set(positions)]
 
     def get_states(self) -> list[dict]:
         return [r.get_state() for r in self.replicas]
@@ -70,7 +97,7 @@ def resolve_gpus(spec: JobSpec, cluster_gpus: float) -> float:
 
 
 class RayPool:
-    def __init__(self, spec: JobSpec, dataset: Dataset, *, placement_timeout_s: float = 120.0):
+    def __init__(self, spec: JobSpec, dataset: Dataset, *, placement_timeout_s: float | None = None):
         import ray
 
         from worker.actor import ReplicaActor
@@ -81,38 +108,70 @@ class RayPool:
         threads = r.threads_per_replica or max(1, int(r.cpus_per_replica))
         device = "cuda" if gpus > 0 else "cpu"
         self.closed = False
-        self.placement_timeout_s = placement_timeout_s
+        self.placement_timeout_s = placement_timeout_s or r.placement_timeout_s
         self._new = lambda k: (ray.remote(ReplicaActor)
                                .options(num_cpus=r.cpus_per_replica, num_gpus=gpus, max_restarts=0)
                                .remote(spec, k, self._dataset_ref, threads, device))
         self._dataset_ref = ray.put(dataset)
         self._describe = f"num_cpus={r.cpus_per_replica}, num_gpus={gpus:g} each"
-        self.actors = [self._new(k) for k in range(spec.replicas)]
-        self.info = self._ready(self.actors)
+        self.ids = list(range(spec.replicas))
+        self.actors = [self._new(k) for k in self.ids]
+        try:
+            self.info = self._ready(self.actors)
+        except PlacementError:
+            self.shutdown()
+            raise
 
     def _ready(self, actors: list) -> list[dict]:
+        """Wait until ``actors`` are placed and built; on timeout kill them (releasing their
+        pending resource requests) and raise :class:`PlacementError` — never wait forever."""
         ray = self._ray
         try:
             return ray.get([a.ready.remote() for a in actors], timeout=self.placement_timeout_s)
         except ray.exceptions.GetTimeoutError:
-            self.shutdown()
+            self._kill(actors)
             raise PlacementError(
-                f"{len(actors)} replica(s) ({self._describe}) were not placed within {self.placement_timeout_s:g} s; "
-                f"the cluster has {ray.available_resources()} free") from None
+                f"{len(actors)} replica(s) ({self._describe}) were not placed within {self.placement_timeout_s:g} s "
+                f"(resources.placement_timeout_s); the cluster has {_free(ray)} free") from None
+
+    def _kill(self, actors: list) -> None:
+        for a in actors:
+            try:
+                self._ray.kill(a)
+            except Exception:  # already dead: nothing to release
+                pass
 
     def restart(self, index: int, state: dict) -> None:
-        """Replace replica ``index`` by a fresh actor (placed wherever Ray finds room) and give it
-        ``state``; raises :class:`PlacementError` when it cannot be placed in time."""
+        """Replace the replica at position ``index`` by a fresh actor (placed wherever Ray finds
+        room), give it ``state``; raise :class:`PlacementError` when it cannot be placed in time."""
         if self.closed:
             raise RuntimeError("the replica pool is shut down")
-        try:
-            self._ray.kill(self.actors[index])
-        except Exception:  # already dead: that is why it is restarted
-            pass
-        actor = self._new(index)
+        self._kill([self.actors[index]])  # usually already dead: that is why it is restarted
+        actor = self._new(self.ids[index])
         self.actors[index] = actor
         self.info[index] = self._ready([actor])[0]
         self._ray.get(actor.set_state.remote(state))
+
+    def add(self, ids: list[int], state: dict) -> None:
+        """Start replicas with identities ``ids`` and give them ``state``; all or none:
+        when they cannot all be placed in time, none is kept and PlacementError is raised."""
+        if self.closed:
+            raise RuntimeError("the replica pool is shut down")
+        actors = [self._new(k) for k in ids]
+        info = self._ready(actors)
+        self._ray.get([a.set_state.remote(state) for a in actors])
+        self.ids += ids
+        self.actors += actors
+        self.info += info
+
+    def remove(self, positions: list[int]) -> None:
+        """Stop the replicas at ``positions`` and release their resources."""
+        drop = set(positions)
+        self._kill([a for p, a in enumerate(self.actors) if p in drop])
+        keep = [p for p in range(len(self.actors)) if p not in drop]
+        self.ids = [self.ids[p] for p in keep]
+        self.actors = [self.actors[p] for p in keep]
+        self.info = [self.info[p] for p in keep]
 
     @property
     def size(self) -> int:
@@ -142,12 +201,13 @@ class RayPool:
 
     def shutdown(self) -> None:
         self.closed = True
-        for a in getattr(self, "actors", []):
-            try:
-                self._ray.kill(a)
-            except Exception:  # already dead: nothing to release
-                pass
+        self._kill(getattr(self, "actors", []))
         self.actors = []
+
+
+def _free(ray) -> str:
+    free = ray.available_resources()
+    return ", ".join(f"{k} {v:g}" for k, v in sorted(free.items()) if k in ("CPU", "GPU")) or "nothing"
 
 
 def _root_cause(exc: BaseException) -> str:

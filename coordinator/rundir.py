@@ -4,6 +4,10 @@
     run_dir/metrics.jsonl     one JSON object per round ("kind": "round") and evaluation ("eval")
     run_dir/checkpoints/      ckpt-NNNNNNNN.pt (+ .sha256): torch.load-able, atomic, pruned
     run_dir/summary.json      final test error, wall time, gradient evaluations, data passes
+
+Files are replaced atomically and durably (temporary file, fsync, rename, fsync of the
+directory); ``metrics.jsonl`` is appended a line at a time and survives a crash or a full
+disk without a torn or lost line (see :class:`MetricsLog`).
 """
 from __future__ import annotations
 
@@ -13,11 +17,15 @@ from pathlib import Path
 
 import yaml
 
+from coordinator.checkpoint import fsync_dir
 from coordinator.spec import JobSpec, SpecError
 
 # fields that may differ between a run and its resumption (extending the budget)
+# what may differ when a run is resumed: budgets and bookkeeping, and the replica count
+# (esgd scale; the checkpoint's replica_ids restore the membership it was taken with)
 _RESUMABLE_CHANGES = {"train.epochs", "train.outer_steps", "train.eval_every", "checkpoint.every",
-                      "checkpoint.keep_last"}
+                      "checkpoint.keep_last", "replicas", "train.min_replicas", "resources.placement_timeout_s",
+                      "flatness.enabled"}
 
 
 class RunDir:
@@ -43,34 +51,112 @@ class RunDir:
         self.write_text(self.spec_path, yaml.safe_dump(spec.resolved().to_dict(), sort_keys=False))
 
     def write_text(self, path: Path, text: str) -> None:
+        """Replace ``path`` whole or not at all; a failed write leaves no temporary file."""
         tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "w") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        fsync_dir(path.parent)
 
     def write_summary(self, summary: dict) -> None:
         self.write_text(self.summary_path, json.dumps(summary, indent=2) + "\n")
 
 
+# lines a MetricsLog holds in memory while the disk refuses them (~0.5 KB each)
+MAX_PENDING_LINES = 100_000
+
+
 class MetricsLog:
-    """Engine listener appending rounds and evaluations to ``metrics.jsonl``."""
+    """Engine listener appending rounds, evaluations and checkpoints to ``metrics.jsonl``.
+
+    A line torn by a crash (SIGKILL mid-write) is cut off when the log is reopened, so the
+    resumed run appends clean lines. A write the disk refuses (full, file too large) is undone
+    — the file is truncated back to where it was — and the line is kept and retried with the
+    next one: no record is lost or torn while the process lives, and a disk that stays full
+    fails the job through its checkpoints (or here, past MAX_PENDING_LINES)."""
 
     def __init__(self, run_dir: RunDir):
-        self._f = open(run_dir.metrics_path, "a", buffering=1)
+        self.path = run_dir.metrics_path
+        drop_torn_tail(self.path)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._pending: list[str] = []
+
+    def _log(self, obj: dict) -> None:
+        self._pending.append(json.dumps(obj) + "\n")
+        try:
+            append_whole(self._fd, "".join(self._pending).encode())
+        except OSError:
+            if len(self._pending) > MAX_PENDING_LINES:
+                raise
+            return
+        self._pending.clear()
 
     def on_round(self, record: dict) -> None:
-        self._f.write(json.dumps({"kind": "round", **record}) + "\n")
+        self._log({"kind": "round", **record})
 
     def on_eval(self, record: dict) -> None:
-        self._f.write(json.dumps({"kind": "eval", **record}) + "\n")
+        self._log({"kind": "eval", **record})
 
     def on_checkpoint(self, path: Path, step: int) -> None:
-        self._f.write(json.dumps({"kind": "checkpoint", "round": step, "path": str(path)}) + "\n")
+        self._log({"kind": "checkpoint", "round": step, "path": str(path)})
+
+    def on_checkpoint_failed(self, record: dict) -> None:
+        self._log({"kind": "checkpoint_failed", **record})
 
     def on_replica(self, record: dict) -> None:
-        self._f.write(json.dumps({"kind": "replica", **record}) + "\n")
+        self._log({"kind": "replica", **record})
 
     def close(self) -> None:
-        self._f.close()
+        if self._pending:  # a last try; what still does not fit is in the job store's events
+            try:
+                append_whole(self._fd, "".join(self._pending).encode())
+            except OSError:
+                pass
+        os.close(self._fd)
+
+
+def append_whole(fd: int, data: bytes) -> None:
+    """Append ``data`` to an O_APPEND file entirely or not at all: on a failed or short write
+    the file is cut back to its old end, so no partial line is ever left behind."""
+    end = os.lseek(fd, 0, os.SEEK_END)
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[os.write(fd, view):]
+    except OSError:
+        try:
+            os.ftruncate(fd, end)
+        except OSError:
+            pass
+        raise
+
+
+def drop_torn_tail(path: Path, block: int = 1 << 16) -> None:
+    """Cut a JSON-lines file back to its last complete line (a crash may have torn the last)."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return
+    with open(path, "rb+") as f:
+        end = size
+        while end > 0:
+            start = max(0, end - block)
+            f.seek(start)
+            chunk = f.read(end - start)
+            if end == size and chunk.endswith(b"\n"):
+                return
+            cut = chunk.rfind(b"\n")
+            if cut >= 0:
+                f.truncate(start + cut + 1)
+                return
+            end = start
+        f.truncate(0)
 
 
 def _diff(a: dict, b: dict, prefix: str = "") -> set[str]:

@@ -112,6 +112,8 @@ class TrainSpec(_Section):
     seed: int = Field(0, ge=0, le=2**31 - 1)
     max_replica_failures: int = Field(
         3, ge=0, le=1_000_000, description="replica failures tolerated (each replica is recreated); one more fails the job")
+    min_replicas: int = Field(
+        1, ge=1, le=1024, description="fewest replicas the job may shrink to when lost ones cannot be re-placed")
 
     @model_validator(mode="after")
     def _budget(self) -> "TrainSpec":
@@ -125,6 +127,8 @@ class ResourceSpec(_Section):
     gpus_per_replica: float | Literal["auto"] = Field(
         "auto", description="fraction of a GPU per replica; auto = share the cluster's GPUs, 0 without CUDA")
     threads_per_replica: int = Field(0, ge=0, le=256, description="torch threads per replica (0 = from cpus)")
+    placement_timeout_s: float = Field(
+        120.0, gt=0.0, le=86_400, description="how long to wait for Ray to place a replica before giving up")
 
     @model_validator(mode="after")
     def _gpus(self) -> "ResourceSpec":
@@ -132,6 +136,10 @@ class ResourceSpec(_Section):
         if g != "auto" and not (0.0 <= g <= 64 and math.isfinite(g)):
             raise ValueError("resources.gpus_per_replica: must be 'auto' or in [0, 64]")
         return self
+
+
+class FlatnessSpec(_Section):
+    enabled: bool = Field(False, description="after training, write the Hessian flatness report of the final model")
 
 
 class CheckpointSpec(_Section):
@@ -153,6 +161,7 @@ class JobSpec(_Section):
     train: TrainSpec = TrainSpec(outer_steps=100)
     resources: ResourceSpec = ResourceSpec()
     checkpoint: CheckpointSpec = CheckpointSpec()
+    flatness: FlatnessSpec = FlatnessSpec()
 
     @model_validator(mode="after")
     def _cross(self) -> "JobSpec":
@@ -160,6 +169,9 @@ class JobSpec(_Section):
         text_data = self.dataset.name in ("text", "synthetic-text")
         if text_model != text_data:
             raise ValueError("model: char-lstm goes with dataset.name text or synthetic-text, and only with them")
+        if self.train.min_replicas > self.replicas:
+            raise ValueError(f"train.min_replicas: must be at most replicas ({self.replicas}); "
+                             f"got {self.train.min_replicas}")
         for section, pinned in FORCED.get(self.strategy, {}).items():
             sec = getattr(self, section)
             for key, value in pinned.items():

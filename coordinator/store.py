@@ -7,6 +7,11 @@ plenty for a control plane that writes a few rows per training round.
     jobs    one row per job: spec, state, times, latest progress/evaluation, summary, error
     events  (job_id, seq) -> kind + JSON payload; seq is gap-free per job, so a watcher that
             reconnects asks for "everything after seq N" and misses nothing
+
+A write the disk refuses ("database or disk is full", "disk I/O error") raises
+:class:`StoreError` for that call only: the transaction is rolled back (SQLite keeps the file
+consistent; WAL frames of an uncommitted transaction are never read), the connection stays
+usable, and the next call succeeds once there is room again.
 """
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ import json
 import sqlite3
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +57,10 @@ CREATE TABLE IF NOT EXISTS events (
 """
 
 _JSON_COLUMNS = ("spec", "progress", "last_eval", "summary", "error", "replicas")
+
+
+class StoreError(RuntimeError):
+    """The job store could not be read or written (full disk, I/O error); nothing was changed."""
 
 
 @dataclass
@@ -102,7 +112,7 @@ class JobStore:
     def create(self, job_id: str, spec: dict, request_id: str | None = None) -> tuple[JobRecord, bool]:
         """Insert a QUEUED job; with a known ``request_id`` return the existing one instead.
         Returns ``(record, created)``."""
-        with self._lock, self._tx():
+        with self._writing():
             if request_id:
                 row = self._db.execute("SELECT * FROM jobs WHERE request_id = ?", (request_id,)).fetchone()
                 if row:
@@ -116,7 +126,7 @@ class JobStore:
         return self.get(job_id), True
 
     def get(self, job_id: str) -> JobRecord | None:
-        with self._lock:
+        with self._reading():
             row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return _record(row) if row else None
 
@@ -128,17 +138,17 @@ class JobStore:
             args.append(state)
         q += " ORDER BY ordinal LIMIT ?"
         args.append(limit)
-        with self._lock:
+        with self._reading():
             return [_record(r) for r in self._db.execute(q, args).fetchall()]
 
     def in_states(self, states: tuple[str, ...]) -> list[JobRecord]:
         marks = ",".join("?" * len(states))
-        with self._lock:
+        with self._reading():
             rows = self._db.execute(f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY ordinal", states).fetchall()
         return [_record(r) for r in rows]
 
     def counts(self) -> dict[str, int]:
-        with self._lock:
+        with self._reading():
             rows = self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
         return {s: 0 for s in STATES} | {r[0]: r[1] for r in rows}
 
@@ -147,7 +157,7 @@ class JobStore:
         sets = [f"{k} = ?" for k in columns]
         values = [json.dumps(v) if k in _JSON_COLUMNS and v is not None else v for k, v in columns.items()]
         seq = None
-        with self._lock, self._tx():
+        with self._writing():
             if sets:
                 self._db.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id = ?", (*values, job_id))
             if event:
@@ -164,18 +174,42 @@ class JobStore:
 
     # ----- events --------------------------------------------------------------------------
     def events(self, job_id: str, after_seq: int = 0, limit: int = 10_000) -> list[Event]:
-        with self._lock:
+        with self._reading():
             rows = self._db.execute(
                 "SELECT * FROM events WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?",
                 (job_id, after_seq, limit)).fetchall()
         return [Event(r["job_id"], r["seq"], r["time"], r["kind"], json.loads(r["payload"])) for r in rows]
 
     def last_seq(self, job_id: str) -> int:
-        with self._lock:
+        with self._reading():
             return self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM events WHERE job_id = ?",
                                     (job_id,)).fetchone()[0]
 
+    def integrity_check(self) -> list[str]:
+        """``PRAGMA integrity_check``: ``["ok"]`` for a sound file, else what is wrong."""
+        with self._reading():
+            return [r[0] for r in self._db.execute("PRAGMA integrity_check").fetchall()]
+
     # ----- internals -----------------------------------------------------------------------
+    @contextmanager
+    def _writing(self):
+        """One transaction under the lock; any SQLite failure becomes a StoreError after a
+        rollback, so a full disk fails this call and leaves the connection usable."""
+        with self._lock:
+            try:
+                with _Transaction(self._db):
+                    yield
+            except sqlite3.Error as exc:
+                raise StoreError(f"job store {self.path}: write failed: {exc}") from exc
+
+    @contextmanager
+    def _reading(self):
+        with self._lock:
+            try:
+                yield
+            except sqlite3.Error as exc:
+                raise StoreError(f"job store {self.path}: read failed: {exc}") from exc
+
     def _append(self, job_id: str, kind: str, payload: dict, now: float) -> int:
         seq = self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE job_id = ?",
                                (job_id,)).fetchone()[0]
@@ -183,11 +217,10 @@ class JobStore:
                          (job_id, seq, now, kind, json.dumps(payload)))
         return seq
 
-    def _tx(self):
-        return _Transaction(self._db)
-
 
 class _Transaction:
+    """BEGIN IMMEDIATE … COMMIT, or ROLLBACK on any error, the COMMIT's own included."""
+
     def __init__(self, db: sqlite3.Connection):
         self.db = db
 
@@ -195,7 +228,25 @@ class _Transaction:
         self.db.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type, exc, tb):
-        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+        if exc_type is None:
+            try:
+                self.db.execute("COMMIT")
+                return False
+            except sqlite3.Error:
+                self._rollback()
+                raise
+        self._rollback()
+        return False
+
+    def _rollback(self) -> None:
+        """After SQLITE_FULL or an I/O error SQLite may already have rolled back; a ROLLBACK
+        then fails harmlessly. What matters is that no transaction stays open: it would make
+        every later call fail with "cannot start a transaction within a transaction"."""
+        if self.db.in_transaction:
+            try:
+                self.db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
 
 
 def _record(row: sqlite3.Row) -> JobRecord:

@@ -138,6 +138,11 @@ class JobClient:
     def cancel_job(self, name_or_id: str) -> jobs_pb2.Job:
         return self._unary("CancelJob", jobs_pb2.CancelJobRequest(name=job_name(name_or_id)))
 
+    def scale_job(self, name_or_id: str, replicas: int) -> jobs_pb2.Job:
+        """Set the job's replica count (a running job applies it at its next round boundary).
+        Idempotent, so safe to retry."""
+        return self._unary("ScaleJob", jobs_pb2.ScaleJobRequest(name=job_name(name_or_id), replicas=replicas))
+
     def _stream(self, call, idle: float | None, first_only: bool) -> Iterator:
         """A server stream's messages. A gRPC deadline would cut off a long stream, so instead a timer cancels
         the call when the server is silent ``idle`` seconds: before the first message, or between any two."""
@@ -185,15 +190,24 @@ class JobClient:
         No overall deadline (checkpoints can be large): it fails when the server is silent ``timeout`` s.
         Restarted from scratch on UNAVAILABLE. Returns {"path", "round", "bytes", "sha256"}.
         """
-        dest = Path(path)
         req = jobs_pb2.DownloadCheckpointRequest(name=job_name(name_or_id), round=round)
+        return self._download("DownloadCheckpoint", req, Path(path))
 
+    def download_artifact(self, name_or_id: str, artifact: str, path: str | os.PathLike) -> dict:
+        """Save one of the job's run-directory files (e.g. ``flatness.json``) to ``path``, like
+        :meth:`download_checkpoint`. Returns {"path", "bytes", "sha256"}."""
+        req = jobs_pb2.DownloadArtifactRequest(name=job_name(name_or_id), artifact=artifact)
+        out = self._download("DownloadArtifact", req, Path(path))
+        out.pop("round", None)
+        return out
+
+    def _download(self, method: str, req, dest: Path) -> dict:
         def attempt() -> dict:
             tmp = dest.parent / f".{dest.name}.{uuid.uuid4().hex[:8]}.part"  # same file system: atomic replace
             try:
                 digest, size, last = hashlib.sha256(), 0, None
                 with open(tmp, "xb") as f:
-                    call = self._stub.DownloadCheckpoint(req, timeout=None, metadata=self._metadata)
+                    call = getattr(self._stub, method)(req, timeout=None, metadata=self._metadata)
                     for last in self._stream(call, self.timeout, first_only=False):
                         if last.offset != size:
                             raise ChecksumError(f"chunk at offset {last.offset}, expected {size}")
@@ -203,7 +217,7 @@ class JobClient:
                 if last is None:
                     raise ChecksumError("the server sent no data")
                 if size != last.total_size or (sha := digest.hexdigest()) != last.sha256.lower():
-                    raise ChecksumError(f"checkpoint round {last.round}: got {size} bytes, sha256 {digest.hexdigest()}"
+                    raise ChecksumError(f"{dest.name}: got {size} bytes, sha256 {digest.hexdigest()}"
                                         f"; expected {last.total_size} bytes, sha256 {last.sha256}")
                 os.replace(tmp, dest)
                 return {"path": str(dest), "round": last.round, "bytes": size, "sha256": sha}

@@ -1,8 +1,9 @@
 """The ``esgd`` commands that talk to a server: serve, submit, list, get, watch, cancel,
-download, health. Each prints tables or readable lines, never a traceback (see services.cli)."""
+download, scale, plot, flatness, health. Each prints tables or readable lines, never a traceback (see services.cli)."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -76,7 +77,9 @@ def _eval_line(e) -> str:
 def _summary_line(s) -> str:
     return (f"test_error {s.test_error:.4f} test_loss {s.test_loss:.4f} rounds {s.rounds} epochs {s.epochs:.3f} "
             f"grad_evals {s.grad_evals_total} data_passes/replica {s.data_passes_per_replica:.2f} "
-            f"wall {s.wall_seconds:.1f}s")
+            f"wall {s.wall_seconds:.1f}s" + (
+                f"  flatness: λ_max {s.top_eigenvalue:.4g} trace {s.hessian_trace:.4g} "
+                f"near-zero {s.near_zero_fraction:.3f}" if s.HasField("top_eigenvalue") else ""))
 
 
 def _error_lines(err) -> list[str]:
@@ -197,7 +200,8 @@ def _watch(client, name: str, no_progress: bool = False, reconnect_s: float = 60
                         bar.write(_eval_line(ev.evaluation))
                     elif kind == "replica":
                         r = ev.replica
-                        bar.write(f"round {r.round}: replica {r.replica} {r.kind}: {r.cause}")
+                        who = f"replica {r.replica} " if r.replica >= 0 else ""
+                        bar.write(f"round {r.round}: {who}{r.kind}: {r.cause}")
                     elif kind == "error":
                         error = ev.error
                     elif kind == "summary":
@@ -253,8 +257,20 @@ def cmd_cancel(args) -> int:
 
 def cmd_download(args) -> int:
     with _client(args) as client:
+        if args.artifact:
+            info = client.download_artifact(args.id, args.artifact, args.output)
+            print(f"wrote {info['path']}: {args.artifact}, {info['bytes']} bytes, sha256 {info['sha256']}")
+            return 0
         info = client.download_checkpoint(args.id, args.output, round=args.round)
     print(f"wrote {info['path']}: checkpoint round {info['round']}, {info['bytes']} bytes, sha256 {info['sha256']}")
+    return 0
+
+
+def cmd_scale(args) -> int:
+    with _client(args) as client:
+        job = client.scale_job(args.id, args.replicas)
+    when = "at its next round boundary" if _state(job.state) == "RUNNING" else "when it starts"
+    print(f"{job.name}: {_state(job.state)}, scaling to {args.replicas} replicas {when}")
     return 0
 
 
@@ -294,19 +310,42 @@ def cmd_flatness(args) -> int:
 
     from coordinator.flatness_job import headline, load_checkpoint, report_for_checkpoint
 
+    from services.client import ApiError
+
     target = Path(args.target)
-    if not target.exists():  # a job id: fetch its final checkpoint over the API
+    if not target.exists():  # a job id: its report if the service made one, else its final checkpoint
         with _client(args) as client:
+            out = Path(args.output or f"runs/flatness-{args.target.removeprefix('jobs/')}")
+            out.mkdir(parents=True, exist_ok=True)
+            try:
+                for name in ("flatness.json", "flatness.png"):
+                    client.download_artifact(args.target, name, out / name)
+                report = json.loads((out / "flatness.json").read_text())
+                print(f"{headline(report)}\nwrote {out}/flatness.json and {out}/flatness.png (made by the service)")
+                return 0
+            except ApiError as exc:
+                if exc.code.name != "NOT_FOUND" or "flatness" not in exc.details:
+                    raise
             tmp = Path(tempfile.mkdtemp(prefix="esgd-flatness-")) / "ckpt.pt"
             client.download_checkpoint(args.target, tmp)
         target = tmp
     ckpt, path = load_checkpoint(target)
     out = Path(args.output) if args.output else (path.parent.parent if path.parent.name == "checkpoints"
                                                  else Path("runs") / f"flatness-{path.stem}")
-    sizes = {"eval_samples": args.eval_samples, "lanczos_iters": args.lanczos_iters}
+    sizes = {k: v for k, v in (("eval_samples", args.eval_samples), ("lanczos_iters", args.lanczos_iters)) if v}
     report = report_for_checkpoint(ckpt, out, **sizes)
     print(f"{headline(report)}\nwrote {out}/flatness.json and {out}/flatness.png")
     return 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _connection_flags() -> argparse.ArgumentParser:
@@ -374,7 +413,14 @@ def add_client_commands(sub) -> None:
     download.add_argument("id", help="job id or jobs/ID")
     download.add_argument("-o", "--output", required=True, metavar="FILE", help="where to write it")
     download.add_argument("--round", type=int, default=0, help="checkpoint round (default 0 = latest)")
+    download.add_argument("--artifact", choices=("flatness.json", "flatness.png", "metrics.jsonl", "summary.json",
+                                                 "spec.yaml"), help="download this run-directory file instead")
     download.set_defaults(func=cmd_download)
+
+    scale = sub.add_parser("scale", parents=conn, help="change a job's replica count (next round boundary)")
+    scale.add_argument("id", help="job id or jobs/ID")
+    scale.add_argument("--replicas", type=_positive_int, required=True, metavar="N", help="the new replica count")
+    scale.set_defaults(func=cmd_scale)
 
     plot = sub.add_parser("plot", parents=conn, help="PNG of a job's main curves from Prometheus")
     plot.add_argument("id", help="job id or jobs/ID")
@@ -387,8 +433,8 @@ def add_client_commands(sub) -> None:
                           help="Hessian spectrum / local entropy report of a run dir, checkpoint or job")
     flat.add_argument("target", help="run directory, checkpoint file, or job id (downloaded from --server)")
     flat.add_argument("-o", "--output", help="directory for flatness.json and flatness.png")
-    flat.add_argument("--eval-samples", type=int, default=1000, help="training samples used (default 1000)")
-    flat.add_argument("--lanczos-iters", type=int, default=30, help="Lanczos iterations (default 30)")
+    flat.add_argument("--eval-samples", type=_positive_int, help="training samples used (default: the report's)")
+    flat.add_argument("--lanczos-iters", type=_positive_int, help="Lanczos iterations (default: the report's)")
     flat.set_defaults(func=cmd_flatness)
 
     health = sub.add_parser("health", parents=conn, help="ask the server's health service (exit 0 = SERVING)")

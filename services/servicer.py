@@ -7,6 +7,7 @@
 | JobNotFound                          | NOT_FOUND            |
 | JobFinished (cancel a finished job)  | FAILED_PRECONDITION  |
 | ClusterUnavailable (Ray unreachable) | UNAVAILABLE          |
+| StoreError (job store unwritable)    | UNAVAILABLE          |
 """
 from __future__ import annotations
 
@@ -19,16 +20,17 @@ import grpc
 from coordinator.checkpoint import list_checkpoints, load_latest, verify
 from coordinator.errors import CapacityError, ClusterUnavailable, JobFinished, JobNotFound, SpecError
 from coordinator.manager import JobManager
-from coordinator.store import TERMINAL
+from coordinator.store import TERMINAL, StoreError
 from services.api import jobs_pb2 as pb
 from services.api import jobs_pb2_grpc
 from services.convert import (decode_page_token, encode_page_token, event_to_proto, job_to_proto,
                               proto_to_spec_dict)
 
 CHUNK_BYTES = 1 << 20
+ARTIFACTS = ("flatness.json", "flatness.png", "metrics.jsonl", "summary.json", "spec.yaml")
 _CODES = [(CapacityError, grpc.StatusCode.RESOURCE_EXHAUSTED), (SpecError, grpc.StatusCode.INVALID_ARGUMENT),
           (JobNotFound, grpc.StatusCode.NOT_FOUND), (JobFinished, grpc.StatusCode.FAILED_PRECONDITION),
-          (ClusterUnavailable, grpc.StatusCode.UNAVAILABLE)]
+          (ClusterUnavailable, grpc.StatusCode.UNAVAILABLE), (StoreError, grpc.StatusCode.UNAVAILABLE)]
 
 
 def _abort_for(exc: Exception, context) -> None:
@@ -93,6 +95,10 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         return job_to_proto(self.m.cancel(job_id(request.name)))
 
     @mapped
+    def ScaleJob(self, request, context):
+        return job_to_proto(self.m.scale(job_id(request.name), request.replicas))
+
+    @mapped
     def WatchJob(self, request, context):
         jid = job_id(request.name)
         if request.HasField("after_seq"):
@@ -131,15 +137,30 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
             if found is None:
                 raise JobNotFound(f"job {jid} has no checkpoint yet")
             path = found[0]
-        rnd = int(path.stem.split("-")[1])
-        with open(path, "rb") as f:  # one handle: retention may unlink the file meanwhile
-            digest, size = hashlib.sha256(), 0
-            for block in iter(lambda: f.read(CHUNK_BYTES), b""):
-                digest.update(block)
-                size += len(block)
-            f.seek(0)
-            offset = 0
-            for block in iter(lambda: f.read(CHUNK_BYTES), b""):
-                yield pb.CheckpointChunk(data=block, offset=offset, total_size=size, round=rnd,
-                                         sha256=digest.hexdigest())
-                offset += len(block)
+        yield from _chunks(path, int(path.stem.split("-")[1]))
+
+    @mapped
+    def DownloadArtifact(self, request, context):
+        jid = job_id(request.name)
+        self.m.get(jid)
+        if request.artifact not in ARTIFACTS:
+            raise SpecError(f"artifact: must be one of {', '.join(ARTIFACTS)}; got {request.artifact!r}", "artifact")
+        path = self.m.run_dir(jid).path / request.artifact
+        if not path.is_file():
+            hint = " (submit the job with flatness.enabled: true)" if request.artifact.startswith("flatness") else ""
+            raise JobNotFound(f"job {jid} has no {request.artifact} yet{hint}")
+        yield from _chunks(path, 0)
+
+
+def _chunks(path, rnd: int):
+    """A file as ~1 MiB chunks, each carrying the SHA-256 of the whole file."""
+    with open(path, "rb") as f:  # one handle: retention may unlink the file meanwhile
+        digest, size = hashlib.sha256(), 0
+        for block in iter(lambda: f.read(CHUNK_BYTES), b""):
+            digest.update(block)
+            size += len(block)
+        f.seek(0)
+        offset = 0
+        for block in iter(lambda: f.read(CHUNK_BYTES), b""):
+            yield pb.CheckpointChunk(data=block, offset=offset, total_size=size, round=rnd, sha256=digest.hexdigest())
+            offset += len(block)

@@ -60,3 +60,138 @@ class ServerProcess:
             self.proc.kill()
             self.proc.wait(30)
         self.log.close()
+
+
+# ----- helpers for fault tests: bounded waits on events, files and rows; recovery figures ------
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
+    """Poll ``predicate`` (a file appearing, a store row changing) until it returns something
+    truthy; fail naming ``what`` after ``timeout`` seconds. Returns the predicate's value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(interval)
+
+
+def follow(stub, name: str, until=None, after_seq: int = 0, timeout: float = 300.0) -> list:
+    """A job's events after ``after_seq`` from its WatchJob stream, to the job's end or until
+    ``until(event)`` is true."""
+    from services.api import jobs_pb2 as pb
+
+    seen = []
+    for ev in stub.WatchJob(pb.WatchJobRequest(name=name, after_seq=after_seq), timeout=timeout):
+        seen.append(ev)
+        if until is not None and until(ev):
+            break
+    return seen
+
+
+def report_fault(**row) -> None:
+    """One row of the fault table (docs/reliability.md): printed (pytest -s) and appended as a
+    JSON line to $ESGD_FAULT_REPORT when it is set."""
+    import json
+
+    line = json.dumps(row, sort_keys=True)
+    print(f"\nFAULT-REPORT {line}", flush=True)
+    if os.environ.get("ESGD_FAULT_REPORT"):
+        with open(os.environ["ESGD_FAULT_REPORT"], "a") as f:
+            f.write(line + "\n")
+
+
+# ----- load: many concurrent API clients ---------------------------------------------------------
+def api_clients(target: str, name: str, clients: int, seconds: float, watchers: int | None = None) -> dict:
+    """``clients`` threads, one gRPC channel each, against job ``name`` for ``seconds``: a quarter
+    (or ``watchers``) follow the job live with WatchJob the whole time, as dashboards do; the
+    others loop GetJob, ListJobs (page of 50) and a short WatchJob replay (the first 3 stored
+    events, then cancel), as pollers and reconnecting watchers do.
+
+    Returns counts per method, every error as "Method: CODE: details", the gap-free check of
+    every stream, and the live events the watchers received. Deadlines: 30 s a call."""
+    import threading
+
+    from services.api import jobs_pb2 as pb
+    from services.api import jobs_pb2_grpc
+
+    watchers = clients // 4 if watchers is None else watchers
+    lock = threading.Lock()
+    stats = {"calls": {"GetJob": 0, "ListJobs": 0, "WatchJob": 0}, "errors": [], "gaps": [], "live_events": 0}
+    ready = threading.Barrier(clients + 1)
+    end = [0.0]
+
+    def record(method: str, exc: grpc.RpcError | None = None) -> None:
+        with lock:
+            if exc is None:
+                stats["calls"][method] += 1
+            else:
+                stats["errors"].append(f"{method}: {exc.code().name}: {exc.details()}")
+
+    def contiguous(seqs: list[int]) -> None:
+        if seqs and seqs != list(range(seqs[0], seqs[0] + len(seqs))):
+            with lock:
+                stats["gaps"].append(seqs)
+
+    def watcher(stub) -> None:
+        call = stub.WatchJob(pb.WatchJobRequest(name=name), timeout=seconds + 60)
+        timer = threading.Timer(max(0.0, end[0] - time.monotonic()), call.cancel)
+        timer.start()
+        seqs = []
+        try:
+            for ev in call:
+                if ev.seq:
+                    seqs.append(ev.seq)
+        except grpc.RpcError as exc:
+            if not (exc.code() == grpc.StatusCode.CANCELLED and time.monotonic() >= end[0]):
+                record("WatchJob", exc)
+                return
+        finally:
+            timer.cancel()
+        contiguous(seqs)
+        record("WatchJob")
+        with lock:
+            stats["live_events"] += len(seqs)
+
+    def poller(stub) -> None:
+        i = 0
+        while time.monotonic() < end[0]:
+            method = ("GetJob", "ListJobs", "WatchJob")[i % 3]
+            i += 1
+            try:
+                if method == "GetJob":
+                    stub.GetJob(pb.GetJobRequest(name=name), timeout=30)
+                elif method == "ListJobs":
+                    stub.ListJobs(pb.ListJobsRequest(page_size=50), timeout=30)
+                else:
+                    call = stub.WatchJob(pb.WatchJobRequest(name=name, after_seq=0), timeout=30)
+                    seqs = []
+                    for ev in call:
+                        seqs.append(ev.seq)
+                        if len(seqs) == 3:
+                            break
+                    call.cancel()
+                    contiguous(seqs)
+            except grpc.RpcError as exc:
+                record(method, exc)
+            else:
+                record(method)
+
+    def client(index: int) -> None:
+        with grpc.insecure_channel(target) as ch:
+            stub = jobs_pb2_grpc.JobServiceStub(ch)
+            try:
+                grpc.channel_ready_future(ch).result(timeout=60)  # connect before the clock starts
+            finally:
+                ready.wait()
+            (watcher if index < watchers else poller)(stub)
+
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
+    for t in threads:
+        t.start()
+    ready.wait()
+    end[0] = time.monotonic() + seconds
+    for t in threads:
+        t.join(seconds + 120)
+    stats["stuck_threads"] = sum(t.is_alive() for t in threads)
+    return stats

@@ -37,6 +37,7 @@ METRICS = {
     "esgd_job_bytes_total",
     "esgd_job_entropy_gradient_norm", "esgd_job_replica_spread",
     "esgd_job_replica_failures_total", "esgd_job_replica_restarts_total",
+    "esgd_job_replicas", "esgd_job_membership_changes_total", "esgd_job_flatness",
     "esgd_replica_inner_loss", "esgd_replica_inner_steps_per_second",
     "esgd_grpc_requests_total", "esgd_grpc_request_duration_seconds",
 }
@@ -49,7 +50,7 @@ PANEL_TITLES = {
     "Round time: compute vs communication", "Round time p90 by phase", "Bytes moved/s by direction",
     "Replica spread and ‖x − μ̄‖", "Per-replica inner loss", "Per-replica inner steps/s",
     "Replica failures and restarts", "API latency p50/p99 by method", "API request rate by code",
-    "Jobs by state",
+    "Jobs by state", "Replicas and membership changes", "Flatness of the final model",
 }
 
 

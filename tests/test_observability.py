@@ -72,7 +72,8 @@ def stack(tmp_path_factory):
                 time.sleep(0.3)
         with srv.channel() as ch:
             stub = jobs_pb2_grpc.JobServiceStub(ch)
-            job = create(stub, quick_spec(inner={"steps": 10}, train={"outer_steps": 200, "eval_every": 20}))
+            job = create(stub, quick_spec(inner={"steps": 10}, train={"outer_steps": 200, "eval_every": 20},
+                                          flatness={"enabled": True}))  # every panel gets data
             final = wait_state(stub, job.name, {pb.SUCCEEDED, pb.FAILED}, timeout=300)
             assert final.state == pb.SUCCEEDED, final.error
         time.sleep(12)  # two more scrapes after the end

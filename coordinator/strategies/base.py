@@ -99,6 +99,12 @@ class Strategy(ABC):
     def reference(self) -> torch.Tensor:
         """The ``[params | buffers]`` vector of the model this job produces."""
 
+    def resize(self, keep: list[int], add: int) -> None:
+        """Membership change between rounds: keep the replicas at positions ``keep`` (in
+        order), then append ``add`` new ones that start from :meth:`reference`. A shared-anchor
+        strategy has no per-replica state, so only the count changes."""
+        self.replicas = len(keep) + add
+
     def set_outer_lr(self, lr: float) -> None:
         """Set η on the strategy's stock outer optimizer (``self.opt``)."""
         for g in self.opt.param_groups:

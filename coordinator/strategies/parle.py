@@ -9,6 +9,10 @@ Replicas talk once per L minibatches; the trained model is ``x̄``. The K anchor
 one ``(K, P)`` tensor and ``SGD_a`` is one stock ``torch.optim.SGD`` over it: SGD acts
 elementwise, so this is exactly K independent optimizers, stepped with one kernel.
 With K = 1 and ρ = 0 this is Entropy-SGD (tested).
+
+Membership changes (``resize``, between rounds) keep the surviving rows with their outer
+momentum and give each new replica the reference ``x̄`` and a zero momentum buffer, so a
+joining replica starts at the consensus and exerts no force on it in its first round.
 """
 from __future__ import annotations
 
@@ -59,6 +63,21 @@ class Parle(Strategy):
 
     def reference(self) -> torch.Tensor:
         return torch.cat([self.x.mean(dim=0), self.states[0, self.num_params:]])
+
+    def resize(self, keep: list[int], add: int) -> None:
+        if not keep:
+            raise ValueError("resize: at least one replica must stay (its anchor defines the reference)")
+        super().resize(keep, add)
+        P = self.num_params
+        ref = self.reference()
+        old_buf = self.opt.state.get(self.x, {}).get("momentum_buffer")
+        lr = self.opt.param_groups[0]["lr"]
+        self.states = torch.cat([self.states[keep], ref.reshape(1, -1).repeat(add, 1)]).contiguous()
+        self.x = self.states[:, :P]
+        o = self.spec.outer
+        self.opt = make_outer_optimizer([self.x], lr=lr, momentum=o.momentum, nesterov=o.nesterov)
+        if old_buf is not None:
+            self.opt.state[self.x]["momentum_buffer"] = torch.cat([old_buf[keep], old_buf.new_zeros(add, P)])
 
     def state_dict(self) -> dict:
         return {"states": self.states.clone(), "optimizer": self.opt.state_dict()}

@@ -92,30 +92,40 @@ class ElasticSpec(_message.Message):
     def __init__(self, rho0: _Optional[float] = ..., rho1: _Optional[float] = ..., rho_max: _Optional[float] = ...) -> None: ...
 
 class TrainSpec(_message.Message):
-    __slots__ = ("batch_size", "epochs", "outer_steps", "eval_every", "seed", "max_replica_failures")
+    __slots__ = ("batch_size", "epochs", "outer_steps", "eval_every", "seed", "max_replica_failures", "min_replicas")
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     EPOCHS_FIELD_NUMBER: _ClassVar[int]
     OUTER_STEPS_FIELD_NUMBER: _ClassVar[int]
     EVAL_EVERY_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     MAX_REPLICA_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    MIN_REPLICAS_FIELD_NUMBER: _ClassVar[int]
     batch_size: int
     epochs: float
     outer_steps: int
     eval_every: int
     seed: int
     max_replica_failures: int
-    def __init__(self, batch_size: _Optional[int] = ..., epochs: _Optional[float] = ..., outer_steps: _Optional[int] = ..., eval_every: _Optional[int] = ..., seed: _Optional[int] = ..., max_replica_failures: _Optional[int] = ...) -> None: ...
+    min_replicas: int
+    def __init__(self, batch_size: _Optional[int] = ..., epochs: _Optional[float] = ..., outer_steps: _Optional[int] = ..., eval_every: _Optional[int] = ..., seed: _Optional[int] = ..., max_replica_failures: _Optional[int] = ..., min_replicas: _Optional[int] = ...) -> None: ...
 
 class ResourceSpec(_message.Message):
-    __slots__ = ("cpus_per_replica", "gpus_per_replica", "threads_per_replica")
+    __slots__ = ("cpus_per_replica", "gpus_per_replica", "threads_per_replica", "placement_timeout_s")
     CPUS_PER_REPLICA_FIELD_NUMBER: _ClassVar[int]
     GPUS_PER_REPLICA_FIELD_NUMBER: _ClassVar[int]
     THREADS_PER_REPLICA_FIELD_NUMBER: _ClassVar[int]
+    PLACEMENT_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
     cpus_per_replica: float
     gpus_per_replica: float
     threads_per_replica: int
-    def __init__(self, cpus_per_replica: _Optional[float] = ..., gpus_per_replica: _Optional[float] = ..., threads_per_replica: _Optional[int] = ...) -> None: ...
+    placement_timeout_s: float
+    def __init__(self, cpus_per_replica: _Optional[float] = ..., gpus_per_replica: _Optional[float] = ..., threads_per_replica: _Optional[int] = ..., placement_timeout_s: _Optional[float] = ...) -> None: ...
+
+class FlatnessSpec(_message.Message):
+    __slots__ = ("enabled",)
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    enabled: bool
+    def __init__(self, enabled: _Optional[bool] = ...) -> None: ...
 
 class CheckpointSpec(_message.Message):
     __slots__ = ("every", "keep_last")
@@ -126,7 +136,7 @@ class CheckpointSpec(_message.Message):
     def __init__(self, every: _Optional[int] = ..., keep_last: _Optional[int] = ...) -> None: ...
 
 class JobSpec(_message.Message):
-    __slots__ = ("name", "model", "dataset", "strategy", "replicas", "inner", "outer", "elastic", "train", "resources", "checkpoint")
+    __slots__ = ("name", "model", "dataset", "strategy", "replicas", "inner", "outer", "elastic", "train", "resources", "checkpoint", "flatness")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
@@ -138,6 +148,7 @@ class JobSpec(_message.Message):
     TRAIN_FIELD_NUMBER: _ClassVar[int]
     RESOURCES_FIELD_NUMBER: _ClassVar[int]
     CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    FLATNESS_FIELD_NUMBER: _ClassVar[int]
     name: str
     model: str
     dataset: DatasetSpec
@@ -149,7 +160,8 @@ class JobSpec(_message.Message):
     train: TrainSpec
     resources: ResourceSpec
     checkpoint: CheckpointSpec
-    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., dataset: _Optional[_Union[DatasetSpec, _Mapping]] = ..., strategy: _Optional[str] = ..., replicas: _Optional[int] = ..., inner: _Optional[_Union[InnerSpec, _Mapping]] = ..., outer: _Optional[_Union[OuterSpec, _Mapping]] = ..., elastic: _Optional[_Union[ElasticSpec, _Mapping]] = ..., train: _Optional[_Union[TrainSpec, _Mapping]] = ..., resources: _Optional[_Union[ResourceSpec, _Mapping]] = ..., checkpoint: _Optional[_Union[CheckpointSpec, _Mapping]] = ...) -> None: ...
+    flatness: FlatnessSpec
+    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., dataset: _Optional[_Union[DatasetSpec, _Mapping]] = ..., strategy: _Optional[str] = ..., replicas: _Optional[int] = ..., inner: _Optional[_Union[InnerSpec, _Mapping]] = ..., outer: _Optional[_Union[OuterSpec, _Mapping]] = ..., elastic: _Optional[_Union[ElasticSpec, _Mapping]] = ..., train: _Optional[_Union[TrainSpec, _Mapping]] = ..., resources: _Optional[_Union[ResourceSpec, _Mapping]] = ..., checkpoint: _Optional[_Union[CheckpointSpec, _Mapping]] = ..., flatness: _Optional[_Union[FlatnessSpec, _Mapping]] = ...) -> None: ...
 
 class JobError(_message.Message):
     __slots__ = ("code", "message", "replica", "round", "root_cause")
@@ -214,7 +226,7 @@ class Evaluation(_message.Message):
     def __init__(self, round: _Optional[int] = ..., epoch: _Optional[float] = ..., test_error: _Optional[float] = ..., test_loss: _Optional[float] = ..., grad_evals_total: _Optional[int] = ..., data_passes_per_replica: _Optional[float] = ..., wall_seconds: _Optional[float] = ...) -> None: ...
 
 class JobSummary(_message.Message):
-    __slots__ = ("test_error", "test_loss", "rounds", "epochs", "grad_evals_total", "grad_evals_per_replica", "samples_total", "data_passes_per_replica", "data_passes_total", "wall_seconds")
+    __slots__ = ("test_error", "test_loss", "rounds", "epochs", "grad_evals_total", "grad_evals_per_replica", "samples_total", "data_passes_per_replica", "data_passes_total", "wall_seconds", "top_eigenvalue", "hessian_trace", "near_zero_fraction")
     TEST_ERROR_FIELD_NUMBER: _ClassVar[int]
     TEST_LOSS_FIELD_NUMBER: _ClassVar[int]
     ROUNDS_FIELD_NUMBER: _ClassVar[int]
@@ -225,6 +237,9 @@ class JobSummary(_message.Message):
     DATA_PASSES_PER_REPLICA_FIELD_NUMBER: _ClassVar[int]
     DATA_PASSES_TOTAL_FIELD_NUMBER: _ClassVar[int]
     WALL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    TOP_EIGENVALUE_FIELD_NUMBER: _ClassVar[int]
+    HESSIAN_TRACE_FIELD_NUMBER: _ClassVar[int]
+    NEAR_ZERO_FRACTION_FIELD_NUMBER: _ClassVar[int]
     test_error: float
     test_loss: float
     rounds: int
@@ -235,7 +250,10 @@ class JobSummary(_message.Message):
     data_passes_per_replica: float
     data_passes_total: float
     wall_seconds: float
-    def __init__(self, test_error: _Optional[float] = ..., test_loss: _Optional[float] = ..., rounds: _Optional[int] = ..., epochs: _Optional[float] = ..., grad_evals_total: _Optional[int] = ..., grad_evals_per_replica: _Optional[float] = ..., samples_total: _Optional[int] = ..., data_passes_per_replica: _Optional[float] = ..., data_passes_total: _Optional[float] = ..., wall_seconds: _Optional[float] = ...) -> None: ...
+    top_eigenvalue: float
+    hessian_trace: float
+    near_zero_fraction: float
+    def __init__(self, test_error: _Optional[float] = ..., test_loss: _Optional[float] = ..., rounds: _Optional[int] = ..., epochs: _Optional[float] = ..., grad_evals_total: _Optional[int] = ..., grad_evals_per_replica: _Optional[float] = ..., samples_total: _Optional[int] = ..., data_passes_per_replica: _Optional[float] = ..., data_passes_total: _Optional[float] = ..., wall_seconds: _Optional[float] = ..., top_eigenvalue: _Optional[float] = ..., hessian_trace: _Optional[float] = ..., near_zero_fraction: _Optional[float] = ...) -> None: ...
 
 class Job(_message.Message):
     __slots__ = ("name", "id", "spec", "state", "create_time", "start_time", "end_time", "progress", "last_evaluation", "summary", "error", "checkpoint_round", "request_id", "restarts", "replicas")
@@ -362,16 +380,34 @@ class JobEvent(_message.Message):
     def __init__(self, seq: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., snapshot: _Optional[_Union[Job, _Mapping]] = ..., state_change: _Optional[_Union[StateChange, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., evaluation: _Optional[_Union[Evaluation, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., summary: _Optional[_Union[JobSummary, _Mapping]] = ..., replica: _Optional[_Union[ReplicaEvent, _Mapping]] = ...) -> None: ...
 
 class ReplicaEvent(_message.Message):
-    __slots__ = ("replica", "round", "kind", "cause")
+    __slots__ = ("replica", "round", "kind", "cause", "replicas")
     REPLICA_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     CAUSE_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
     replica: int
     round: int
     kind: str
     cause: str
-    def __init__(self, replica: _Optional[int] = ..., round: _Optional[int] = ..., kind: _Optional[str] = ..., cause: _Optional[str] = ...) -> None: ...
+    replicas: int
+    def __init__(self, replica: _Optional[int] = ..., round: _Optional[int] = ..., kind: _Optional[str] = ..., cause: _Optional[str] = ..., replicas: _Optional[int] = ...) -> None: ...
+
+class ScaleJobRequest(_message.Message):
+    __slots__ = ("name", "replicas")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    replicas: int
+    def __init__(self, name: _Optional[str] = ..., replicas: _Optional[int] = ...) -> None: ...
+
+class DownloadArtifactRequest(_message.Message):
+    __slots__ = ("name", "artifact")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    artifact: str
+    def __init__(self, name: _Optional[str] = ..., artifact: _Optional[str] = ...) -> None: ...
 
 class DownloadCheckpointRequest(_message.Message):
     __slots__ = ("name", "round")

@@ -64,6 +64,16 @@ class JobServiceStub:
                 request_serializer=esgd_dot_v1_dot_jobs__pb2.DownloadCheckpointRequest.SerializeToString,
                 response_deserializer=esgd_dot_v1_dot_jobs__pb2.CheckpointChunk.FromString,
                 _registered_method=True)
+        self.ScaleJob = channel.unary_unary(
+                '/esgd.v1.JobService/ScaleJob',
+                request_serializer=esgd_dot_v1_dot_jobs__pb2.ScaleJobRequest.SerializeToString,
+                response_deserializer=esgd_dot_v1_dot_jobs__pb2.Job.FromString,
+                _registered_method=True)
+        self.DownloadArtifact = channel.unary_stream(
+                '/esgd.v1.JobService/DownloadArtifact',
+                request_serializer=esgd_dot_v1_dot_jobs__pb2.DownloadArtifactRequest.SerializeToString,
+                response_deserializer=esgd_dot_v1_dot_jobs__pb2.CheckpointChunk.FromString,
+                _registered_method=True)
 
 
 class JobServiceServicer:
@@ -105,6 +115,18 @@ class JobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ScaleJob(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DownloadArtifact(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -136,6 +158,16 @@ def add_JobServiceServicer_to_server(servicer, server):
             'DownloadCheckpoint': grpc.unary_stream_rpc_method_handler(
                     servicer.DownloadCheckpoint,
                     request_deserializer=esgd_dot_v1_dot_jobs__pb2.DownloadCheckpointRequest.FromString,
+                    response_serializer=esgd_dot_v1_dot_jobs__pb2.CheckpointChunk.SerializeToString,
+            ),
+            'ScaleJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.ScaleJob,
+                    request_deserializer=esgd_dot_v1_dot_jobs__pb2.ScaleJobRequest.FromString,
+                    response_serializer=esgd_dot_v1_dot_jobs__pb2.Job.SerializeToString,
+            ),
+            'DownloadArtifact': grpc.unary_stream_rpc_method_handler(
+                    servicer.DownloadArtifact,
+                    request_deserializer=esgd_dot_v1_dot_jobs__pb2.DownloadArtifactRequest.FromString,
                     response_serializer=esgd_dot_v1_dot_jobs__pb2.CheckpointChunk.SerializeToString,
             ),
     }
@@ -300,6 +332,60 @@ class JobService:
             target,
             '/esgd.v1.JobService/DownloadCheckpoint',
             esgd_dot_v1_dot_jobs__pb2.DownloadCheckpointRequest.SerializeToString,
+            esgd_dot_v1_dot_jobs__pb2.CheckpointChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ScaleJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/esgd.v1.JobService/ScaleJob',
+            esgd_dot_v1_dot_jobs__pb2.ScaleJobRequest.SerializeToString,
+            esgd_dot_v1_dot_jobs__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DownloadArtifact(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/esgd.v1.JobService/DownloadArtifact',
+            esgd_dot_v1_dot_jobs__pb2.DownloadArtifactRequest.SerializeToString,
             esgd_dot_v1_dot_jobs__pb2.CheckpointChunk.FromString,
             options,
             channel_credentials,

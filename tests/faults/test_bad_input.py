@@ -13,8 +13,9 @@ from services.convert import spec_to_proto
 from tests.service_harness import ServerProcess
 
 pytestmark = pytest.mark.slow
-METHODS = ["CreateJob", "GetJob", "ListJobs", "CancelJob"]
-STREAMS = ["WatchJob", "DownloadCheckpoint"]
+_SERVICE = pb.DESCRIPTOR.services_by_name["JobService"]  # every method, new ones included
+METHODS = [m.name for m in _SERVICE.methods if not m.server_streaming]
+STREAMS = [m.name for m in _SERVICE.methods if m.server_streaming]
 
 
 @pytest.fixture(scope="module")

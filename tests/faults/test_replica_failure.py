@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import pytest
 import torch
 
 from services.api import jobs_pb2 as pb
 from services.api import jobs_pb2_grpc
-from tests.service_harness import ServerProcess
+from tests.service_harness import ServerProcess, report_fault
 from tests.test_service import create, quick_spec
 
 pytestmark = pytest.mark.slow
@@ -41,11 +42,18 @@ def test_killed_replica_is_recreated_and_the_job_succeeds(stub):
     job = create(stub, quick_spec(train={"outer_steps": 40, "eval_every": 10}))
     follow(stub, job.name, until=lambda ev: ev.HasField("progress") and ev.progress.round >= 3)
     victim = stub.GetJob(pb.GetJobRequest(name=job.name), timeout=10).replicas[1]
+    killed_at = time.time()
     os.kill(victim.pid, signal.SIGKILL)
     events = follow(stub, job.name)
     final = stub.GetJob(pb.GetJobRequest(name=job.name), timeout=10)
     assert final.state == pb.SUCCEEDED, final.error
     replica_events = [e.replica for e in events if e.HasField("replica")]
+    restarted = next(e for e in events if e.HasField("replica") and e.replica.kind == "restarted")
+    report_fault(fault="replica process SIGKILLed by PID mid-job", count=1,
+                 lost="nothing (the round used the survivor; 40/40 rounds recorded)",
+                 recovery_s=round(restarted.time.ToNanoseconds() / 1e9 - killed_at, 2),
+                 recovery="kill to the new replica placed and restored",
+                 test="tests/faults/test_replica_failure.py::test_killed_replica_is_recreated_and_the_job_succeeds")
     assert [(r.replica, r.kind) for r in replica_events] == [(1, "failed"), (1, "restarted")]
     assert "Actor" in replica_events[0].cause or "died" in replica_events[0].cause.lower()
     rounds = [e.progress.round for e in events if e.HasField("progress")]
@@ -80,6 +88,11 @@ def test_nan_from_a_hyperparameter_fails_within_one_round_and_keeps_the_last_goo
     assert final.error.round == final.progress.round + 1  # failed in the round after the last good one
     assert "γ=" in final.error.message and "η'=" in final.error.message
     assert final.checkpoint_round == final.progress.round >= 1
+    report_fault(fault="NaN through a hyperparameter (γ growing 11× a round)", count=1,
+                 lost=f"nothing (FAILED DIVERGED in round {final.error.round}; checkpoint of round "
+                      f"{final.checkpoint_round} kept)", recovery_s=0.0, recovery="fails within the round",
+                 test="tests/faults/test_replica_failure.py::"
+                      "test_nan_from_a_hyperparameter_fails_within_one_round_and_keeps_the_last_good_checkpoint")
     chunks = list(stub.DownloadCheckpoint(pb.DownloadCheckpointRequest(name=job.name), timeout=30))
     import io
 

@@ -1,0 +1,135 @@
+"""What 100 concurrent API clients cost a training job: throughput with and without them.
+
+Starts a real `esgd serve` (embedded Ray) on loopback and one job; follows its progress events
+and measures the job's training throughput (samples/s: the sum over the rounds finished in a
+window of samples_per_second × round_seconds, divided by the window) in three windows:
+quiet, loaded (``--clients`` threads, one gRPC channel each, running GetJob, ListJobs and
+WatchJob — tests.service_harness.api_clients), quiet again. The clients run in this process,
+on the same cores as the server and the replicas, so their CPU time is taken from the job:
+the drop in throughput is compared with the clients' CPU share (this process's CPU seconds
+from getrusage / (window × cores)) and with that share plus the server's extra CPU share
+(answering the calls, from /proc/PID/stat).
+
+Usage:  python bench/load.py [--clients 100] [--seconds 15]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from services.api import jobs_pb2 as pb  # noqa: E402
+from services.api import jobs_pb2_grpc  # noqa: E402
+from services.convert import spec_to_proto  # noqa: E402
+from tests.service_harness import ServerProcess, api_clients  # noqa: E402
+
+SPEC = {"name": "load", "model": "mlp", "dataset": {"name": "synthetic"}, "strategy": "parle", "replicas": 2,
+        "inner": {"steps": 20}, "train": {"outer_steps": 1_000_000, "batch_size": 64, "eval_every": 1_000_000},
+        "checkpoint": {"every": 1_000_000}, "resources": {"cpus_per_replica": 1.0}}
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime (fields 14, 15 of stat)
+
+
+def self_cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def throughput(rounds: list[tuple[float, float]], t0: float, t1: float) -> tuple[float, int]:
+    """Samples/s of the rounds that ended in [t0, t1) (event times), and how many there were."""
+    inside = [s for t, s in rounds if t0 <= t < t1]
+    return sum(inside) / (t1 - t0), len(inside)
+
+
+def follow_rounds(target: str, name: str, out: list, stop: threading.Event) -> None:
+    import grpc
+
+    with grpc.insecure_channel(target) as ch:
+        stub = jobs_pb2_grpc.JobServiceStub(ch)
+        call = stub.WatchJob(pb.WatchJobRequest(name=name, after_seq=0), timeout=3600)
+        threading.Thread(target=lambda: (stop.wait(), call.cancel()), daemon=True).start()
+        try:
+            for ev in call:
+                if ev.HasField("progress"):
+                    p = ev.progress
+                    out.append((ev.time.ToNanoseconds() / 1e9, p.samples_per_second * p.round_seconds))
+        except grpc.RpcError:
+            if not stop.is_set():
+                raise
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--clients", type=int, default=100)
+    ap.add_argument("--seconds", type=float, default=15.0, help="length of each of the three windows")
+    args = ap.parse_args()
+    cores = len(os.sched_getaffinity(0))
+    srv = ServerProcess(Path(tempfile.mkdtemp(prefix="esgd-load-")), "--num-cpus", "2", env={"RAY_ADDRESS": "local"})
+    rounds: list[tuple[float, float]] = []
+    stop = threading.Event()
+    try:
+        with srv.channel() as ch:
+            stub = jobs_pb2_grpc.JobServiceStub(ch)
+            job = stub.CreateJob(pb.CreateJobRequest(job=spec_to_proto(SPEC)), timeout=30)
+            watcher = threading.Thread(target=follow_rounds, args=(srv.target, job.name, rounds, stop), daemon=True)
+            watcher.start()
+            while len(rounds) < 5:  # warm: actors up, first rounds done
+                time.sleep(0.2)
+            replicas = [r.pid for r in stub.GetJob(pb.GetJobRequest(name=job.name), timeout=10).replicas]
+            rows, stats = [], None
+            for phase in ("quiet", "loaded", "quiet again"):
+                t0, me0, srv0 = time.time(), self_cpu_s(), proc_cpu_s(srv.proc.pid)
+                rep0 = sum(proc_cpu_s(p) for p in replicas)
+                if phase == "loaded":
+                    stats = api_clients(srv.target, job.name, args.clients, args.seconds)
+                else:
+                    time.sleep(args.seconds)  # a measurement window, not a synchronisation
+                t1 = time.time()
+                wall = t1 - t0
+                sps, n = throughput(rounds, t0, t1)
+                rows.append({"phase": phase, "wall": wall, "rounds": n, "sps": sps,
+                             "me": (self_cpu_s() - me0) / (wall * cores),
+                             "server": (proc_cpu_s(srv.proc.pid) - srv0) / (wall * cores),
+                             "replicas": (sum(proc_cpu_s(p) for p in replicas) - rep0) / (wall * cores)})
+            stub.CancelJob(pb.CancelJobRequest(name=job.name), timeout=30)
+    finally:
+        stop.set()
+        srv.terminate()
+    load1, _, _ = os.getloadavg()
+    print(f"# training throughput with and without {args.clients} API clients; {cores} cores, "
+          f"{args.seconds:g} s windows, load average {load1:.1f} at the end; shares are of {cores} cores")
+    print("| window | rounds | samples/s | bench process (clients) CPU | server CPU | replicas CPU |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['phase']} | {r['rounds']} | {r['sps']:.0f} | {r['me']:.1%} | {r['server']:.1%} | {r['replicas']:.1%} |")
+    quiet = statistics.mean(r["sps"] for r in rows if r["phase"] != "loaded")
+    loaded = rows[1]
+    drop = 1 - loaded["sps"] / quiet if quiet else float("nan")
+    clients = loaded["me"] - statistics.mean(r["me"] for r in rows if r["phase"] != "loaded")
+    server_extra = loaded["server"] - statistics.mean(r["server"] for r in rows if r["phase"] != "loaded")
+    calls = sum(stats["calls"].values())
+    print(f"\nclients: {calls} calls ({calls / args.seconds:.0f}/s) {stats['calls']}, {len(stats['errors'])} errors")
+    print(f"throughput drop under load: {drop:.1%} (quiet mean {quiet:.0f} samples/s, loaded {loaded['sps']:.0f})")
+    print(f"clients' CPU share: {clients:.1%}; with the server's extra CPU to answer them: {clients + server_extra:.1%}")
+    print(f"drop <= clients' CPU share: {'yes' if drop <= clients else 'no'}; "
+          f"drop <= clients' + server's extra share: {'yes' if drop <= clients + server_extra else 'no'}")
+
+
+if __name__ == "__main__":
+    main()
