@@ -10,7 +10,12 @@ the drop in throughput is compared with the clients' CPU share (this process's C
 from getrusage / (window × cores)) and with that share plus the server's extra CPU share
 (answering the calls, from /proc/PID/stat).
 
-Usage:  python bench/load.py [--clients 100] [--seconds 15]
+The job is Parle with 2 replicas and L = 20, by default LeNet on Fashion-MNIST (rounds of about
+a second: the quickstart's workload); ``--model mlp`` uses a tiny MLP on synthetic data, whose
+rounds are so short that the coordinator's per-round work (in the server process, sharing its
+GIL with the RPC threads) dominates — the worst case for this comparison.
+
+Usage:  python bench/load.py [--clients 100] [--seconds 15] [--model lenet|mlp]
 """
 from __future__ import annotations
 
@@ -31,9 +36,10 @@ from services.api import jobs_pb2_grpc  # noqa: E402
 from services.convert import spec_to_proto  # noqa: E402
 from tests.service_harness import ServerProcess, api_clients  # noqa: E402
 
-SPEC = {"name": "load", "model": "mlp", "dataset": {"name": "synthetic"}, "strategy": "parle", "replicas": 2,
-        "inner": {"steps": 20}, "train": {"outer_steps": 1_000_000, "batch_size": 64, "eval_every": 1_000_000},
+SPEC = {"name": "load", "model": "lenet", "dataset": {"name": "fashion-mnist"}, "strategy": "parle", "replicas": 2,
+        "inner": {"steps": 20}, "train": {"outer_steps": 1_000_000, "batch_size": 128, "eval_every": 1_000_000},
         "checkpoint": {"every": 1_000_000}, "resources": {"cpus_per_replica": 1.0}}
+TINY = {**SPEC, "model": "mlp", "dataset": {"name": "synthetic"}, "train": {**SPEC["train"], "batch_size": 64}}
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -78,7 +84,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clients", type=int, default=100)
     ap.add_argument("--seconds", type=float, default=15.0, help="length of each of the three windows")
+    ap.add_argument("--model", choices=("lenet", "mlp"), default="lenet", help="the training job (see above)")
     args = ap.parse_args()
+    spec = SPEC if args.model == "lenet" else TINY
     cores = len(os.sched_getaffinity(0))
     srv = ServerProcess(Path(tempfile.mkdtemp(prefix="esgd-load-")), "--num-cpus", "2", env={"RAY_ADDRESS": "local"})
     rounds: list[tuple[float, float]] = []
@@ -86,7 +94,7 @@ def main() -> None:
     try:
         with srv.channel() as ch:
             stub = jobs_pb2_grpc.JobServiceStub(ch)
-            job = stub.CreateJob(pb.CreateJobRequest(job=spec_to_proto(SPEC)), timeout=30)
+            job = stub.CreateJob(pb.CreateJobRequest(job=spec_to_proto(spec)), timeout=30)
             watcher = threading.Thread(target=follow_rounds, args=(srv.target, job.name, rounds, stop), daemon=True)
             watcher.start()
             while len(rounds) < 5:  # warm: actors up, first rounds done
@@ -112,7 +120,7 @@ def main() -> None:
         stop.set()
         srv.terminate()
     load1, _, _ = os.getloadavg()
-    print(f"# training throughput with and without {args.clients} API clients; {cores} cores, "
+    print(f"# training throughput of a Parle {spec['model']} job with and without {args.clients} API clients; {cores} cores, "
           f"{args.seconds:g} s windows, load average {load1:.1f} at the end; shares are of {cores} cores")
     print("| window | rounds | samples/s | bench process (clients) CPU | server CPU | replicas CPU |")
     print("|---|---|---|---|---|---|")

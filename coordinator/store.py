@@ -103,10 +103,27 @@ class JobStore:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            for reader in self._readers:
+                reader.close()
+
+    def _reader(self) -> sqlite3.Connection:
+        """This thread's read connection. With WAL, readers see the last commit and never wait
+        for the writer (or for each other): 100 API clients polling jobs do not queue behind
+        a training job's per-round writes, and the writer does not queue behind them."""
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False, timeout=30)
+            db.row_factory = sqlite3.Row
+            self._local.db = db
+            with self._lock:
+                self._readers.append(db)
+        return db
 
     # ----- jobs ----------------------------------------------------------------------------
     def create(self, job_id: str, spec: dict, request_id: str | None = None) -> tuple[JobRecord, bool]:
@@ -126,8 +143,8 @@ class JobStore:
         return self.get(job_id), True
 
     def get(self, job_id: str) -> JobRecord | None:
-        with self._reading():
-            row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        with self._reading() as db:
+            row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return _record(row) if row else None
 
     def list(self, state: str | None = None, after_ordinal: int = 0, limit: int = 50) -> list[JobRecord]:
@@ -138,18 +155,18 @@ class JobStore:
             args.append(state)
         q += " ORDER BY ordinal LIMIT ?"
         args.append(limit)
-        with self._reading():
-            return [_record(r) for r in self._db.execute(q, args).fetchall()]
+        with self._reading() as db:
+            return [_record(r) for r in db.execute(q, args).fetchall()]
 
     def in_states(self, states: tuple[str, ...]) -> list[JobRecord]:
         marks = ",".join("?" * len(states))
-        with self._reading():
-            rows = self._db.execute(f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY ordinal", states).fetchall()
+        with self._reading() as db:
+            rows = db.execute(f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY ordinal", states).fetchall()
         return [_record(r) for r in rows]
 
     def counts(self) -> dict[str, int]:
-        with self._reading():
-            rows = self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
+        with self._reading() as db:
+            rows = db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
         return {s: 0 for s in STATES} | {r[0]: r[1] for r in rows}
 
     def update(self, job_id: str, *, event: tuple[str, dict] | None = None, **columns) -> int | None:
@@ -174,21 +191,21 @@ class JobStore:
 
     # ----- events --------------------------------------------------------------------------
     def events(self, job_id: str, after_seq: int = 0, limit: int = 10_000) -> list[Event]:
-        with self._reading():
-            rows = self._db.execute(
+        with self._reading() as db:
+            rows = db.execute(
                 "SELECT * FROM events WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?",
                 (job_id, after_seq, limit)).fetchall()
         return [Event(r["job_id"], r["seq"], r["time"], r["kind"], json.loads(r["payload"])) for r in rows]
 
     def last_seq(self, job_id: str) -> int:
-        with self._reading():
-            return self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM events WHERE job_id = ?",
+        with self._reading() as db:
+            return db.execute("SELECT COALESCE(MAX(seq), 0) FROM events WHERE job_id = ?",
                                     (job_id,)).fetchone()[0]
 
     def integrity_check(self) -> list[str]:
         """``PRAGMA integrity_check``: ``["ok"]`` for a sound file, else what is wrong."""
-        with self._reading():
-            return [r[0] for r in self._db.execute("PRAGMA integrity_check").fetchall()]
+        with self._reading() as db:
+            return [r[0] for r in db.execute("PRAGMA integrity_check").fetchall()]
 
     # ----- internals -----------------------------------------------------------------------
     @contextmanager
@@ -204,11 +221,11 @@ class JobStore:
 
     @contextmanager
     def _reading(self):
-        with self._lock:
-            try:
-                yield
-            except sqlite3.Error as exc:
-                raise StoreError(f"job store {self.path}: read failed: {exc}") from exc
+        """A read on this thread's own connection (see :meth:`_reader`); yields it."""
+        try:
+            yield self._reader()
+        except sqlite3.Error as exc:
+            raise StoreError(f"job store {self.path}: read failed: {exc}") from exc
 
     def _append(self, job_id: str, kind: str, payload: dict, now: float) -> int:
         seq = self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE job_id = ?",
