@@ -60,7 +60,7 @@ def run(client: JobClient, spec: dict, kill_at_round: int | None) -> dict:
     final = client.get_job(job.name)
     return {"state": final.state, "test_error": final.summary.test_error, "rounds": final.summary.rounds,
             "wall_s": final.summary.wall_seconds, "failed": failed, "restarted": restarted,
-            "recovered_s": recovered_s}
+            "recovered_s": recovered_s, "error": f"{final.error.code}: {final.error.message}" if final.error.code else ""}
 
 
 def main() -> int:
@@ -93,6 +93,8 @@ def main() -> int:
         rec = f"{r['recovered_s']:.1f}" if r["recovered_s"] is not None else "-"
         print(f"| {name} | {pb.State.Name(r['state'])} | {r['rounds']} | {100 * r['test_error']:.2f}% | "
               f"{r['failed']} | {r['restarted']} | {rec} | {r['wall_s']:.0f} |")
+        if r["error"]:
+            print(f"#   {name}: {r['error']}")
     print(f"# load {os.getloadavg()[0]:.2f} at the end")
     return 0
 

@@ -249,7 +249,7 @@ class Engine:
         payload = {
             "spec": self.spec.to_dict(), "round": self.t,
             "model": self.evaluator.state_dict(self.strategy.reference()),
-            "strategy": self.strategy.state_dict(), "replicas": self.pool.get_states(),
+            "strategy": self.strategy.state_dict(), "replicas": self._replica_states(),
             "counters": dict(self.counters), "last_eval": dict(self.last_eval),
             "replica_ids": list(self.pool.ids),
         }
@@ -270,6 +270,18 @@ class Engine:
         for listener in self.listeners:
             listener.on_checkpoint(path, self.t)
         return path
+
+    def _replica_states(self) -> list[dict]:
+        """The replicas' states for a checkpoint. A replica that died since its round is a
+        failure like one mid-round (counted against the budget, reported, recreated at the
+        common stream position), and its fresh state is taken instead."""
+        for _ in range(self.spec.train.max_replica_failures + 2):
+            states, failures = self.pool.collect_states()
+            if not failures:
+                return states
+            self._record_failures(self.t - 1, failures, survivors=len(failures) < self.pool.size)
+            self._restart(self.t - 1, failures)
+        raise ReplicaError(f"replicas kept failing while checkpointing round {self.t}", failures[0].index, self.t)
 
     def restore(self, ckpt: dict) -> None:
         self.t = int(ckpt["round"])

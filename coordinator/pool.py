@@ -78,6 +78,9 @@ class LocalPool:
     def get_states(self) -> list[dict]:
         return [r.get_state() for r in self.replicas]
 
+    def collect_states(self) -> tuple[list[dict], list[ReplicaFailure]]:
+        return self.get_states(), []
+
     def set_states(self, states: list[dict]) -> None:
         for r, s in zip(self.replicas, states):
             r.set_state(s)
@@ -195,6 +198,18 @@ class RayPool:
 
     def get_states(self) -> list[dict]:
         return self._ray.get([a.get_state.remote() for a in self.actors])
+
+    def collect_states(self) -> tuple[list[dict], list[ReplicaFailure]]:
+        """Every replica's state, and the replicas that died instead of answering (a replica
+        can die between rounds too, e.g. while the engine checkpoints)."""
+        states, failures = [], []
+        for k, ref in enumerate([a.get_state.remote() for a in self.actors]):
+            try:
+                states.append(self._ray.get(ref))
+            except self._ray.exceptions.RayError as exc:
+                states.append(None)
+                failures.append(ReplicaFailure(k, _root_cause(exc)))
+        return states, failures
 
     def set_states(self, states: list[dict]) -> None:
         self._ray.get([a.set_state.remote(s) for a, s in zip(self.actors, states)])

@@ -59,3 +59,21 @@ def test_unplaceable_replicas_time_out_with_a_clear_error(local_ray):
     with pytest.raises(PlacementError, match="not placed within"):
         RayPool(spec, synthetic(), placement_timeout_s=3)
     assert np.isclose(local_ray.available_resources().get("CPU", 0), 2)  # nothing leaked
+
+
+def test_a_replica_dying_between_rounds_is_recreated_when_the_engine_checkpoints(local_ray, tmp_path):
+    spec = spec_of(strategy="parle", replicas=2, inner={"steps": 2}, resources={"cpus_per_replica": 0.5})
+    eng = _ray_engine(spec)
+    eng.checkpoint_dir = tmp_path
+    seen = []
+    eng.listeners.append(type("L", (), {"on_replica": lambda self, r: seen.append((r["replica"], r["kind"])),
+                                        **{m: lambda self, *a: None for m in ("on_round", "on_eval", "on_checkpoint")}})())
+    try:
+        eng.step()
+        local_ray.kill(eng.pool.actors[1])  # dies after its round, before the checkpoint asks for its state
+        ckpt = torch.load(eng.checkpoint(), weights_only=False)
+        assert seen == [(1, "failed"), (1, "restarted")] and eng.counters["replica_failures"] == 1
+        assert [s["drawn"] for s in ckpt["replicas"]] == [2, 2]  # the new replica continues the stream
+        assert eng.step()["replica_failures"] == 0
+    finally:
+        eng.pool.shutdown()
