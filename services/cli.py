@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     from services.commands import add_client_commands
 
     add_client_commands(sub)
+    from reproduce.cli import add_reproduce_commands
+
+    add_reproduce_commands(sub)
     return parser
 
 
