@@ -6,6 +6,15 @@ Tolerances (all float64):
   SLQ density integrates to 1 within 1e-3.
 * 4→8→3 tanh MLP, Hessian from torch.autograd.functional.hessian: HVP atol 1e-10; top-3
   eigenvalues (Lanczos run to n = 67 steps) rtol 1e-8, atol 1e-10; Hutchinson within 3 SE.
+  The same for the whole report (top eigenvalues from the SLQ runs, trace from their first
+  moments plus extra probes), and the report is the same whether the subset is one HVP chunk or
+  several (rtol 1e-10).
+* quadratic: every Lanczos run's Ritz values lie below the true eigenvalues rank by rank
+  (Cauchy interlacing, 1e-10 slack), so their per-rank maximum does too; SLQ's first moments
+  ‖z‖²α₁ equal zᵀAz computed directly (rtol 1e-12). Deflated Hutchinson (Krylov space of the
+  first run exact, the rest sampled): free samples from the other runs equal the explicit
+  (P⊥z)ᵀA(P⊥z) (rtol 1e-10); 200 samples within 3 SE of tr A, with an SE under half of plain
+  Hutchinson's on the same number of probes.
 """
 from __future__ import annotations
 
@@ -17,8 +26,9 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from coordinator.flatness import (flatness_report, hutchinson_trace, hvp_operator, lanczos, local_entropy,
-                                  near_zero_fraction, ritz, spectral_density, top_eigenvalues)
+from coordinator.flatness import (_probe, deflated_trace, flatness_report, hutchinson_samples, hutchinson_trace,
+                                  hvp_operator, lanczos, lanczos_runs, local_entropy, near_zero_fraction, ritz,
+                                  spectral_density, top_eigenvalues, top_from_runs, trace_estimate)
 from worker.data.datasets import load_dataset
 from worker.models import build_model, task_loss
 
@@ -73,6 +83,56 @@ def test_slq_near_zero_fraction_and_density_quadratic(quadratic):
     assert SPECTRUM.min() <= float(slq["nodes"] @ slq["weights"]) <= SPECTRUM.max()
 
 
+def test_slq_runs_give_hutchinson_samples_and_top_eigenvalue_bounds(quadratic):
+    matvec, A = quadratic
+    slq = spectral_density(matvec, 50, iters=12, probes=4, seed=5)
+    gen = torch.Generator().manual_seed(5)
+    direct = [float(z @ A @ z) for z in (_probe("rademacher", 50, gen) for _ in range(4))]
+    np.testing.assert_allclose(slq["quadratic_forms"], direct, rtol=1e-12)
+    # The first moments are Hutchinson samples: with many short runs they estimate tr A.
+    many = spectral_density(matvec, 50, iters=2, probes=400, seed=0)
+    trace, se = trace_estimate(many["quadratic_forms"])
+    assert abs(trace - SPECTRUM.sum()) < 3 * se
+    # Interlacing: rank by rank, every run's Ritz values are lower bounds, and so is their maximum.
+    truth = np.sort(SPECTRUM)[::-1]
+    for theta in slq["ritz"]:
+        assert len(theta) == 12
+        assert np.all(np.sort(theta)[::-1] <= truth[:12] + 1e-10)
+    top = top_from_runs(slq["ritz"], 5)
+    assert np.all(top <= truth[:5] + 1e-10) and np.all(np.diff(top) <= 0)
+    for theta in slq["ritz"]:
+        assert np.all(top >= np.sort(theta)[::-1][:5])
+    np.testing.assert_allclose(top[:3], [10.0, 5.0, 2.5], rtol=1e-6)
+    # Runs of different lengths: ranks beyond a short run come from the longer ones only.
+    np.testing.assert_array_equal(top_from_runs([np.array([1.0, 3.0]), np.array([0.5, 2.0, 2.5])], 4),
+                                  [3.0, 2.0, 0.5])
+    with pytest.raises(ValueError, match="at least 2"):
+        trace_estimate([1.0])
+
+
+def test_deflated_trace_quadratic(quadratic):
+    matvec, A = quadratic
+    runs = lanczos_runs(matvec, 50, iters=8, probes=4, seed=2, keep_basis=True)
+    Q = runs[0]["Q"]
+    assert Q.shape == (8, 50) and all(r["Q"] is None for r in runs[1:])
+    np.testing.assert_allclose((Q @ A @ Q.T).numpy(), np.diag(runs[0]["alphas"]) + np.diag(runs[0]["betas"], 1)
+                               + np.diag(runs[0]["betas"], -1), atol=1e-10)
+    trace, se, samples = deflated_trace(matvec, 50, runs, probes=2, seed=3)
+    assert len(samples) == 3 + 2
+    projected = [r["z"] - Q.T @ (Q @ r["z"]) for r in runs[1:]]
+    np.testing.assert_allclose(samples[:3], [float(y @ A @ y) for y in projected], rtol=1e-10)
+    np.testing.assert_allclose(samples[3:], hutchinson_samples(matvec, 50, probes=2, seed=3, basis=Q), rtol=1e-12)
+    assert trace == pytest.approx(float(np.sum(runs[0]["alphas"])) + samples.mean(), rel=1e-12)
+    # Unbiased, and the outliers (10, 5, 2.5) no longer drive the variance.
+    trace, se, _ = deflated_trace(matvec, 50, runs[:1], probes=200, seed=0)
+    exact = SPECTRUM.sum()
+    assert abs(trace - exact) < 3 * se
+    plain, plain_se = hutchinson_trace(matvec, 50, probes=200, seed=0)
+    assert se < 0.5 * plain_se
+    with pytest.raises(ValueError, match="basis"):
+        deflated_trace(matvec, 50, runs[1:], probes=2)
+
+
 @pytest.fixture(scope="module")
 def tiny_mlp():
     torch.manual_seed(0)
@@ -94,6 +154,18 @@ def tiny_mlp():
 
     H = torch.autograd.functional.hessian(loss_of_flat, flat0)
     return model, batches, H
+
+
+class _TensorDataset:
+    """The part of worker.data's Dataset that flatness_report uses, over fixed tensors."""
+
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+        self.num_train = self.num_test = int(x.shape[0])
+
+    def batch(self, indices, split="train", device="cpu"):
+        idx = torch.as_tensor(np.asarray(indices, dtype=np.int64))
+        return self.x[idx].to(device), self.y[idx].to(device)
 
 
 def test_hvp_matches_exact_hessian(tiny_mlp):
@@ -131,10 +203,34 @@ def test_local_entropy_restores_weights_and_coupling_confines_chain(tiny_mlp):
     assert again == runs[0.01]
 
 
+def test_report_matches_exact_hessian_and_ignores_chunking(tiny_mlp):
+    model, batches, H = tiny_mlp
+    # All 32 samples (eval_samples = the pool), so the report's Hessian is the fixture's H.
+    ds = _TensorDataset(torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches]))
+    exact = np.sort(np.linalg.eigvalsh(H.numpy()))[::-1]
+    kw = dict(eval_samples=32, top_k=3, lanczos_iters=67, slq_probes=2, hutchinson_probes=60, langevin_steps=3,
+              langevin_batch=16, seed=0)
+    report = flatness_report(model, ds, batch=32, **kw)
+    # A run stops early once its Krylov space is invariant (here after 59 steps): one HVP per node.
+    assert report["hvp_calls"] == len(report["slq"]["nodes"]) + 60 <= 2 * 67 + 60
+    assert report["trace_probes"] == 61  # one free sample from the second run, 60 probes
+    np.testing.assert_allclose(report["top_eigenvalues"], exact[:3], rtol=1e-8, atol=1e-10)
+    assert report["min_ritz_value"] == pytest.approx(exact[-1], rel=1e-8, abs=1e-10)
+    # Here the first run's Krylov space is invariant and the rest of the spectrum is tiny, so the
+    # deflated trace is exact up to rounding (its SE is ~1e-17).
+    assert abs(report["trace"] - float(torch.trace(H))) < 3 * report["trace_stderr"] + 1e-10
+    chunked = flatness_report(model, ds, batch=16, **kw)
+    for key in ("top_eigenvalues", "trace", "trace_stderr", "near_zero_fraction", "min_ritz_value"):
+        np.testing.assert_allclose(chunked[key], report[key], rtol=1e-10, atol=1e-12)
+    assert chunked["local_entropy"] == report["local_entropy"]
+    with pytest.raises(ValueError, match="hutchinson_probes"):
+        flatness_report(model, ds, slq_probes=2, hutchinson_probes=0)
+
+
 REPORT_KEYS = {"num_params", "eval_samples", "split", "seed", "loss", "top_eigenvalues", "min_ritz_value",
-               "trace", "trace_stderr", "near_zero_fraction", "near_zero_threshold",
+               "trace", "trace_stderr", "trace_probes", "trace_krylov_part", "near_zero_fraction", "near_zero_threshold",
                "near_zero_relative_threshold", "slq_min_abs_node", "density", "slq", "local_entropy",
-               "hvp_calls", "seconds"}
+               "hvp_calls", "timings", "seconds"}
 
 
 def test_flatness_report_on_mlp_synthetic():
@@ -153,7 +249,8 @@ def test_flatness_report_on_mlp_synthetic():
     assert len(report["top_eigenvalues"]) == 3 and report["top_eigenvalues"] == sorted(report["top_eigenvalues"],
                                                                                          reverse=True)
     assert 0.0 <= report["near_zero_fraction"] <= 1.0
-    assert report["hvp_calls"] == 10 * (1 + 2) + 4
+    assert report["hvp_calls"] == 2 * 10 + 4 and report["trace_probes"] == 1 + 4
+    assert set(report["timings"]) == {"data_s", "graph_s", "lanczos_s", "hutchinson_s", "langevin_s"}
     assert abs(np.trapezoid(report["density"]["density"], report["density"]["grid"]) - 1.0) < 1e-3
     assert all(math.isfinite(x) for x in (report["trace"], report["trace_stderr"], report["loss"],
                                           report["local_entropy"]["local_energy"]))

@@ -31,3 +31,22 @@ def test_run_with_flatness_then_flatness_of_the_run_dir(tmp_path):
                              capture_output=True, text=True, timeout=120, env={**env, "ESGD_SERVER": "127.0.0.1:1"},
                              cwd=ROOT)
     assert missing.returncode in (1, 2) and "Traceback" not in missing.stderr
+
+
+def test_flatness_cost_bench_quick_smoke():
+    """bench/flatness_cost.py --quick runs and prints a well-formed summary (no claim about speed)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "flatness_cost.py"), "--quick", "--threads", "1"],
+                         capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert lines[0].startswith("mlp on synthetic-256") and "load average" in lines[0]
+    assert any(line.startswith("report / epoch: wall ") for line in lines)
+    summary = json.loads(lines[-1])
+    assert summary["quick"] is True and summary["threads"] == 1
+    for key in ("epoch_wall_s", "epoch_cpu_s", "report_wall_s", "report_cpu_s", "ratio_wall", "ratio_cpu"):
+        assert isinstance(summary[key], float) and summary[key] > 0, key
+    assert summary["ratio_wall"] == summary["report_wall_s"] / summary["epoch_wall_s"]
+    assert summary["epoch_steps"] == 8 and summary["hvp_calls"] >= 1
+    assert len(summary["loadavg_before"]) == 3 and len(summary["top_eigenvalues"]) == 5
+    assert set(summary["report_timings"]) == {"data_s", "graph_s", "lanczos_s", "hutchinson_s", "langevin_s"}
