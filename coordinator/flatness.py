@@ -395,10 +395,10 @@ def flatness_report(model: nn.Module, dataset, *, eval_samples: int = 1000, batc
     """All of the above for ``model`` at its current weights, on a fixed seeded subset of
     ``eval_samples`` samples of ``split`` (the training loss by default: flatness is a property
     of the minimum the optimiser found). The Hessian-vector products run on the subset in
-    chunks of ``batch`` samples (default ``None``: the whole subset as one chunk, as fast as any
-    split; the graphs of all chunks are cached either way, so smaller chunks only trim each
-    product's temporaries; the result is the same up to rounding). The Langevin chain cycles
-    through minibatches of ``langevin_batch``.
+    chunks of ``batch`` samples (default ``None``: the whole subset as one chunk, no slower than
+    a split on LeNet; the graphs of all chunks are cached either way, so smaller chunks only trim
+    each product's temporaries; the result is the same up to rounding). The Langevin chain
+    cycles through minibatches of ``langevin_batch``.
 
     One set of Lanczos runs serves every spectral estimate, so each Hessian-vector product is
     used once: ``slq_probes`` runs of ``lanczos_iters`` steps (at least ``top_k``) from Rademacher
@@ -421,7 +421,7 @@ def flatness_report(model: nn.Module, dataset, *, eval_samples: int = 1000, batc
     products over the subset (fewer if a run stops on an invariant subspace), each about one
     training step's forward + backward per sample (measured on LeNet); plus one gradient graph
     over the subset and ``langevin_steps`` minibatch gradients. ``timings`` splits ``seconds`` by
-    stage. The defaults — 1 × 30 + 12 = 42 products on 1000 samples — cost about 0.6 of a training
+    stage. The defaults — 1 × 30 + 12 = 42 products on 1000 samples — cost 0.5–0.8 of a training
     epoch for LeNet on Fashion-MNIST (``bench/flatness_cost.py``, docs/benchmarks.md). Why these
     sizes, from 60-step reference runs on a LeNet trained for 200 steps (1024 samples): the top 5
     Ritz values of one 30-step run agree with the reference to 1e-7 (relative), and its near-zero
@@ -463,7 +463,7 @@ def flatness_report(model: nn.Module, dataset, *, eval_samples: int = 1000, batc
         hvp, n = hvp_operator(model, loss_fn, hvp_batches)
         t = lap("graph_s", t)
 
-        def matvec(v: Tensor) -> Tensor:
+        def matvec(v: Tensor, hvp: Matvec = hvp) -> Tensor:
             calls[0] += 1
             return hvp(v)
 

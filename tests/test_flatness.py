@@ -228,9 +228,9 @@ def test_report_matches_exact_hessian_and_ignores_chunking(tiny_mlp):
 
 
 REPORT_KEYS = {"num_params", "eval_samples", "split", "seed", "loss", "top_eigenvalues", "min_ritz_value",
-               "trace", "trace_stderr", "trace_probes", "trace_krylov_part", "near_zero_fraction", "near_zero_threshold",
-               "near_zero_relative_threshold", "slq_min_abs_node", "density", "slq", "local_entropy",
-               "hvp_calls", "timings", "seconds"}
+               "trace", "trace_stderr", "trace_probes", "trace_krylov_part", "near_zero_fraction",
+               "near_zero_threshold", "near_zero_relative_threshold", "slq_min_abs_node", "density", "slq",
+               "local_entropy", "hvp_calls", "timings", "seconds"}
 
 
 def test_flatness_report_on_mlp_synthetic():
