@@ -60,7 +60,7 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes) -> None:
     """Write ``path`` whole or not at all: temporary file, fsync, rename."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
@@ -116,9 +116,9 @@ def save_checkpoint(directory: Path, step: int, payload: dict, keep_last: int) -
     try:
         directory.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(directory)
-        _write_atomic(path, data)
+        write_atomic(path, data)
         try:
-            _write_atomic(sha, hashlib.sha256(data).hexdigest().encode())
+            write_atomic(sha, hashlib.sha256(data).hexdigest().encode())
         except OSError:
             path.unlink(missing_ok=True)  # a checkpoint without its checksum would only be skipped
             raise

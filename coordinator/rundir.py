@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from coordinator.checkpoint import fsync_dir
+from coordinator.checkpoint import fsync_dir, write_atomic
 from coordinator.spec import JobSpec, SpecError
 
 # fields that may differ between a run and its resumption (extending the budget)
@@ -52,16 +52,7 @@ class RunDir:
 
     def write_text(self, path: Path, text: str) -> None:
         """Replace ``path`` whole or not at all; a failed write leaves no temporary file."""
-        tmp = path.with_name(f".{path.name}.tmp")
-        try:
-            with open(tmp, "w") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        write_atomic(path, text.encode())
         fsync_dir(path.parent)
 
     def write_summary(self, summary: dict) -> None:

@@ -13,16 +13,7 @@ import shlex
 from pathlib import Path
 
 from reproduce.presets import FLATNESS_METHODS, METHODS, MODES, TABLE1_MODELS
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+from services.commands import positive_int
 
 
 def _common(p: argparse.ArgumentParser, name: str) -> None:
@@ -36,9 +27,9 @@ def _common(p: argparse.ArgumentParser, name: str) -> None:
     p.add_argument("--out", default=None, help=f"output directory (default runs/reproduce/{name})")
     p.add_argument("--fresh", action="store_true", help="rerun runs that already finished in --out")
     p.add_argument("--local", action="store_true", help="run replicas in this process (no Ray)")
-    p.add_argument("--num-cpus", type=_positive_int, help="CPUs for the embedded Ray (default: all)")
+    p.add_argument("--num-cpus", type=positive_int, help="CPUs for the embedded Ray (default: all)")
     p.add_argument("--ray-address", help="attach to an existing Ray cluster instead of starting one")
-    p.add_argument("--threads", type=_positive_int, default=0, metavar="N",
+    p.add_argument("--threads", type=positive_int, default=0, metavar="N",
                    help="torch threads per replica (default: one per CPU the replica reserves; 1 is more "
                         "robust when other work shares the CPUs)")
 
@@ -51,7 +42,7 @@ def add_reproduce_commands(sub) -> None:
     t1 = rsub.add_parser("table1", help="SGD / Entropy-SGD / Parle / Elastic-SGD on mnistfc, lenet, char-lstm: "
                                         "test error ± std over seeds, effective epochs, wall time")
     _common(t1, "table1")
-    t1.add_argument("--seeds", type=_positive_int, default=3, help="seeds per model × method (default 3)")
+    t1.add_argument("--seeds", type=positive_int, default=3, help="seeds per model × method (default 3)")
     t1.add_argument("--models", nargs="+", choices=TABLE1_MODELS, default=list(TABLE1_MODELS), metavar="MODEL",
                     help=f"models ({', '.join(TABLE1_MODELS)}; default all)")
     t1.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), metavar="METHOD",
@@ -61,7 +52,7 @@ def add_reproduce_commands(sub) -> None:
     fl = rsub.add_parser("flatness", help="LeNet with SGD / Entropy-SGD / Parle at equal compute, then the "
                                           "Hessian spectrum of each: λ_max, trace, near-zero fraction, density plot")
     _common(fl, "flatness")
-    fl.add_argument("--seeds", type=_positive_int, default=1, help="seeds per method (default 1)")
+    fl.add_argument("--seeds", type=positive_int, default=1, help="seeds per method (default 1)")
     fl.add_argument("--methods", nargs="+", choices=FLATNESS_METHODS, default=list(FLATNESS_METHODS),
                     metavar="METHOD", help=f"methods ({', '.join(FLATNESS_METHODS)}; default all)")
     fl.set_defaults(func=cmd_flatness)

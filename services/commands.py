@@ -338,7 +338,7 @@ def cmd_flatness(args) -> int:
     return 0
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -419,7 +419,7 @@ def add_client_commands(sub) -> None:
 
     scale = sub.add_parser("scale", parents=conn, help="change a job's replica count (next round boundary)")
     scale.add_argument("id", help="job id or jobs/ID")
-    scale.add_argument("--replicas", type=_positive_int, required=True, metavar="N", help="the new replica count")
+    scale.add_argument("--replicas", type=positive_int, required=True, metavar="N", help="the new replica count")
     scale.set_defaults(func=cmd_scale)
 
     plot = sub.add_parser("plot", parents=conn, help="PNG of a job's main curves from Prometheus")
@@ -433,8 +433,8 @@ def add_client_commands(sub) -> None:
                           help="Hessian spectrum / local entropy report of a run dir, checkpoint or job")
     flat.add_argument("target", help="run directory, checkpoint file, or job id (downloaded from --server)")
     flat.add_argument("-o", "--output", help="directory for flatness.json and flatness.png")
-    flat.add_argument("--eval-samples", type=_positive_int, help="training samples used (default: the report's)")
-    flat.add_argument("--lanczos-iters", type=_positive_int, help="Lanczos iterations (default: the report's)")
+    flat.add_argument("--eval-samples", type=positive_int, help="training samples used (default: the report's)")
+    flat.add_argument("--lanczos-iters", type=positive_int, help="Lanczos iterations (default: the report's)")
     flat.set_defaults(func=cmd_flatness)
 
     health = sub.add_parser("health", parents=conn, help="ask the server's health service (exit 0 = SERVING)")
