@@ -1,8 +1,9 @@
 """What 100 concurrent API clients cost a training job: throughput with and without them.
 
 Starts a real `esgd serve` (embedded Ray) on loopback and one job; follows its progress events
-and measures the job's training throughput (samples/s: the sum over the rounds finished in a
-window of samples_per_second × round_seconds, divided by the window) in three windows:
+and measures the job's training throughput in three windows (samples/s: each round's samples,
+samples_per_second × round_seconds, credited to the window in proportion to the part of the
+round, [event time − round_seconds, event time], that falls inside it; divided by the window):
 quiet, loaded (``--clients`` threads, one gRPC channel each, running GetJob, ListJobs and
 WatchJob — tests.service_harness.api_clients), quiet again. The clients run in this process,
 on the same cores as the server and the replicas, so their CPU time is taken from the job:
@@ -15,7 +16,7 @@ a second: the quickstart's workload); ``--model mlp`` uses a tiny MLP on synthet
 rounds are so short that the coordinator's per-round work (in the server process, sharing its
 GIL with the RPC threads) dominates — the worst case for this comparison.
 
-Usage:  python bench/load.py [--clients 100] [--seconds 15] [--model lenet|mlp]
+Usage:  python bench/load.py [--clients 100] [--seconds 30] [--model lenet|mlp]
 """
 from __future__ import annotations
 
@@ -57,10 +58,17 @@ def self_cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def throughput(rounds: list[tuple[float, float]], t0: float, t1: float) -> tuple[float, int]:
-    """Samples/s of the rounds that ended in [t0, t1) (event times), and how many there were."""
-    inside = [s for t, s in rounds if t0 <= t < t1]
-    return sum(inside) / (t1 - t0), len(inside)
+def throughput(rounds: list[tuple[float, float, float]], t0: float, t1: float) -> tuple[float, float]:
+    """Samples/s in [t0, t1) and how many rounds fell inside, both counting a round that straddles
+    an edge by the fraction of its duration inside — whole-round counting would be off by up to a
+    round per edge, a third of the figure when a loaded window holds three slow rounds."""
+    samples = rounds_in = 0.0
+    for end, seconds, n in rounds:
+        start = end - seconds
+        inside = max(0.0, min(end, t1) - max(start, t0)) / seconds if seconds > 0 else float(t0 <= end < t1)
+        samples += n * inside
+        rounds_in += inside
+    return samples / (t1 - t0), rounds_in
 
 
 def follow_rounds(target: str, name: str, out: list, stop: threading.Event) -> None:
@@ -74,7 +82,7 @@ def follow_rounds(target: str, name: str, out: list, stop: threading.Event) -> N
             for ev in call:
                 if ev.HasField("progress"):
                     p = ev.progress
-                    out.append((ev.time.ToNanoseconds() / 1e9, p.samples_per_second * p.round_seconds))
+                    out.append((ev.time.ToNanoseconds() / 1e9, p.round_seconds, p.samples_per_second * p.round_seconds))
         except grpc.RpcError:
             if not stop.is_set():
                 raise
@@ -83,13 +91,14 @@ def follow_rounds(target: str, name: str, out: list, stop: threading.Event) -> N
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clients", type=int, default=100)
-    ap.add_argument("--seconds", type=float, default=15.0, help="length of each of the three windows")
+    ap.add_argument("--seconds", type=float, default=30.0, help="length of each of the three windows")
     ap.add_argument("--model", choices=("lenet", "mlp"), default="lenet", help="the training job (see above)")
+    ap.add_argument("--api-nice", type=int, default=10, help="the server's --api-nice (default 10, as esgd serve)")
     args = ap.parse_args()
     spec = SPEC if args.model == "lenet" else TINY
     cores = len(os.sched_getaffinity(0))
-    srv = ServerProcess(Path(tempfile.mkdtemp(prefix="esgd-load-")), "--num-cpus", "2", env={"RAY_ADDRESS": "local"})
-    rounds: list[tuple[float, float]] = []
+    srv = ServerProcess(Path(tempfile.mkdtemp(prefix="esgd-load-")), "--num-cpus", "2", "--api-nice", str(args.api_nice), env={"RAY_ADDRESS": "local"})
+    rounds: list[tuple[float, float, float]] = []
     stop = threading.Event()
     try:
         with srv.channel() as ch:
@@ -121,11 +130,11 @@ def main() -> None:
         srv.terminate()
     load1, _, _ = os.getloadavg()
     print(f"# training throughput of a Parle {spec['model']} job with and without {args.clients} API clients; {cores} cores, "
-          f"{args.seconds:g} s windows, load average {load1:.1f} at the end; shares are of {cores} cores")
+          f"{args.seconds:g} s windows, server --api-nice {args.api_nice}, load average {load1:.1f} at the end; shares are of {cores} cores")
     print("| window | rounds | samples/s | bench process (clients) CPU | server CPU | replicas CPU |")
     print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['phase']} | {r['rounds']} | {r['sps']:.0f} | {r['me']:.1%} | {r['server']:.1%} | {r['replicas']:.1%} |")
+        print(f"| {r['phase']} | {r['rounds']:.1f} | {r['sps']:.0f} | {r['me']:.1%} | {r['server']:.1%} | {r['replicas']:.1%} |")
     quiet = statistics.mean(r["sps"] for r in rows if r["phase"] != "loaded")
     loaded = rows[1]
     drop = 1 - loaded["sps"] / quiet if quiet else float("nan")
@@ -133,8 +142,17 @@ def main() -> None:
     server_extra = loaded["server"] - statistics.mean(r["server"] for r in rows if r["phase"] != "loaded")
     calls = sum(stats["calls"].values())
     print(f"\nclients: {calls} calls ({calls / args.seconds:.0f}/s) {stats['calls']}, {len(stats['errors'])} errors")
+    for err in sorted(set(stats["errors"]))[:5]:
+        print(f"  error: {err}")
     print(f"throughput drop under load: {drop:.1%} (quiet mean {quiet:.0f} samples/s, loaded {loaded['sps']:.0f})")
     print(f"clients' CPU share: {clients:.1%}; with the server's extra CPU to answer them: {clients + server_extra:.1%}")
+    replicas_quiet = statistics.mean(r["replicas"] for r in rows if r["phase"] != "loaded")
+    lost = replicas_quiet - loaded["replicas"]
+    print(f"replicas' CPU: {replicas_quiet:.1%} of the machine quiet, {loaded['replicas']:.1%} loaded: the job lost "
+          f"{lost:.1%} of the machine ({lost / replicas_quiet:.1%} of its CPU); the API load took "
+          f"{clients + server_extra:.1%}")
+    print(f"job lost no more CPU than the API load took: {'yes' if lost <= clients + server_extra else 'no'}; "
+          f"throughput drop / the job's CPU drop: {drop / (lost / replicas_quiet):.2f} (1 = only CPU was lost)")
     print(f"drop <= clients' CPU share: {'yes' if drop <= clients else 'no'}; "
           f"drop <= clients' + server's extra share: {'yes' if drop <= clients + server_extra else 'no'}")
 

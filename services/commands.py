@@ -348,6 +348,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def nice_value(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer in 0..19, got {text!r}") from None
+    if not 0 <= value <= 19:
+        raise argparse.ArgumentTypeError(f"must be in 0..19 (0 = no change, 19 = lowest priority), got {value}")
+    return value
+
+
 def _connection_flags() -> argparse.ArgumentParser:
     conn = argparse.ArgumentParser(add_help=False)
     g = conn.add_argument_group("connection")
@@ -376,6 +386,9 @@ def add_client_commands(sub) -> None:
     serve.add_argument("--metrics-host", default="127.0.0.1", help="metrics address (default 127.0.0.1)")
     serve.add_argument("--ray-metrics-port", type=int, default=0,
                        help="port of the embedded Ray's own metrics endpoint (default 0 = Ray picks)")
+    serve.add_argument("--api-nice", type=nice_value, default=10,
+                       help="nice value (0-19) of the threads answering API calls, so that clients yield "
+                            "to training (default 10; 0 = same priority as the jobs)")
     serve.add_argument("--port-file", help="write the bound port to this file once serving")
     serve.set_defaults(func=cmd_serve)
 

@@ -6,10 +6,17 @@ sizes are bounded deliberately: requests (job specs) at 4 MiB — larger ones ge
 RESOURCE_EXHAUSTED — and responses at 16 MiB (checkpoints stream in 1 MiB chunks).
 SIGTERM/SIGINT: health goes NOT_SERVING, running jobs checkpoint after their round, the
 server drains for a few seconds and the process exits; the jobs resume on the next start.
+
+API calls yield to training (``api_nice``, default 10): every thread gRPC creates to answer
+calls runs at that nice value, while the job threads (the round loops, started earlier by the
+manager's scheduler) and Ray's threads keep the process's own. The replicas need all the cores
+they were given; on a busy machine a burst of clients then waits a few milliseconds longer
+instead of taking the job's CPU (Linux; elsewhere the option is a no-op, logged once).
 """
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -38,8 +45,11 @@ class Server:
 
     def __init__(self, manager: JobManager, host: str = "127.0.0.1", port: int = 50051, *,
                  token: str | None = None, tls: tuple[bytes, bytes] | None = None, max_workers: int = 256,
-                 registry=None):
+                 registry=None, api_nice: int = 0):
+        if not 0 <= api_nice <= 19:
+            raise ValueError(f"api_nice: must be an integer in 0..19, got {api_nice!r}")
         self.manager = manager
+        self.api_nice = api_nice
         interceptors = [GrpcMetricsInterceptor(registry)] if registry is not None else []
         interceptors += [BearerAuthInterceptor(token)] if token else []
         self.grpc = grpc.server(
@@ -62,10 +72,24 @@ class Server:
             raise OSError(f"cannot bind {address}")
 
     def start(self) -> "Server":
-        self.grpc.start()
+        if self.api_nice:
+            # Linux threads inherit their creator's nice value: gRPC's polling thread, made in
+            # grpc.start(), and the handler threads it makes later all get this thread's.
+            starter = threading.Thread(target=self._start_at_nice, name="rpc-start")
+            starter.start()
+            starter.join()
+        else:
+            self.grpc.start()
         for name in ("", SERVICE_NAME):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         return self
+
+    def _start_at_nice(self) -> None:
+        if sys.platform.startswith("linux"):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.api_nice)  # this thread only
+        else:
+            log.info("api_nice %d ignored: per-thread priorities need Linux", self.api_nice)
+        self.grpc.start()
 
     def stop(self, grace: float = 5.0) -> None:
         self.health.enter_graceful_shutdown()  # every service answers NOT_SERVING from now on
@@ -88,7 +112,8 @@ def serve_main(args) -> int:
                          max_concurrent=args.max_concurrent_jobs, metrics=metrics,
                          ray_metrics_port=args.ray_metrics_port)
     manager.start()
-    server = Server(manager, args.host, args.port, token=token, tls=tls, registry=metrics.registry).start()
+    server = Server(manager, args.host, args.port, token=token, tls=tls, registry=metrics.registry,
+                    api_nice=args.api_nice).start()
     if args.metrics_port:
         bound = start_exporter(metrics.registry, args.metrics_host, args.metrics_port)
         log.info("metrics on http://%s:%d/metrics", args.metrics_host, bound)

@@ -118,8 +118,10 @@ def api_clients(target: str, name: str, clients: int, seconds: float, watchers: 
     watchers = clients // 4 if watchers is None else watchers
     lock = threading.Lock()
     stats = {"calls": {"GetJob": 0, "ListJobs": 0, "WatchJob": 0}, "errors": [], "gaps": [], "live_events": 0}
-    ready = threading.Barrier(clients + 1)
     end = [0.0]
+    # The clock starts as the last thread arrives, before any is released: a client must never
+    # read the end time before it is set (it would stop at once, having made no call).
+    ready = threading.Barrier(clients + 1, action=lambda: end.__setitem__(0, time.monotonic() + seconds))
 
     def record(method: str, exc: grpc.RpcError | None = None) -> None:
         with lock:
@@ -135,7 +137,8 @@ def api_clients(target: str, name: str, clients: int, seconds: float, watchers: 
 
     def watcher(stub) -> None:
         call = stub.WatchJob(pb.WatchJobRequest(name=name), timeout=seconds + 60)
-        timer = threading.Timer(max(0.0, end[0] - time.monotonic()), call.cancel)
+        ended = threading.Event()  # set by the timer: a CANCELLED after it is the window's end
+        timer = threading.Timer(max(0.0, end[0] - time.monotonic()), lambda: (ended.set(), call.cancel()))
         timer.start()
         seqs = []
         try:
@@ -143,7 +146,7 @@ def api_clients(target: str, name: str, clients: int, seconds: float, watchers: 
                 if ev.seq:
                     seqs.append(ev.seq)
         except grpc.RpcError as exc:
-            if not (exc.code() == grpc.StatusCode.CANCELLED and time.monotonic() >= end[0]):
+            if not (exc.code() == grpc.StatusCode.CANCELLED and ended.is_set()):
                 record("WatchJob", exc)
                 return
         finally:
@@ -190,7 +193,6 @@ def api_clients(target: str, name: str, clients: int, seconds: float, watchers: 
     for t in threads:
         t.start()
     ready.wait()
-    end[0] = time.monotonic() + seconds
     for t in threads:
         t.join(seconds + 120)
     stats["stuck_threads"] = sum(t.is_alive() for t in threads)
