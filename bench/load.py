@@ -9,14 +9,15 @@ WatchJob — tests.service_harness.api_clients), quiet again. The clients run in
 on the same cores as the server and the replicas, so their CPU time is taken from the job:
 the drop in throughput is compared with the clients' CPU share (this process's CPU seconds
 from getrusage / (window × cores)) and with that share plus the server's extra CPU share
-(answering the calls, from /proc/PID/stat).
+(answering the calls, from /proc/PID/stat); and the CPU the job lost (its replicas and its
+round-loop process, coordinator.runner) with the CPU the API load took.
 
 The job is Parle with 2 replicas and L = 20, by default LeNet on Fashion-MNIST (rounds of about
 a second: the quickstart's workload); ``--model mlp`` uses a tiny MLP on synthetic data, whose
-rounds are so short that the coordinator's per-round work (in the server process, sharing its
-GIL with the RPC threads) dominates — the worst case for this comparison.
+rounds are so short that the coordinator's per-round turn-around dominates — the worst case
+for this comparison.
 
-Usage:  python bench/load.py [--clients 100] [--seconds 30] [--model lenet|mlp]
+Usage:  python bench/load.py [--clients 100] [--seconds 30] [--model lenet|mlp] [--api-nice 10]
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from services.api import jobs_pb2 as pb  # noqa: E402
 from services.api import jobs_pb2_grpc  # noqa: E402
 from services.convert import spec_to_proto  # noqa: E402
-from tests.service_harness import ServerProcess, api_clients  # noqa: E402
+from tests.service_harness import ServerProcess, api_clients, runner_pids  # noqa: E402
 
 SPEC = {"name": "load", "model": "lenet", "dataset": {"name": "fashion-mnist"}, "strategy": "parle", "replicas": 2,
         "inner": {"steps": 20}, "train": {"outer_steps": 1_000_000, "batch_size": 128, "eval_every": 1_000_000},
@@ -109,10 +110,11 @@ def main() -> None:
             while len(rounds) < 5:  # warm: actors up, first rounds done
                 time.sleep(0.2)
             replicas = [r.pid for r in stub.GetJob(pb.GetJobRequest(name=job.name), timeout=10).replicas]
+            runner = runner_pids(srv.proc.pid)  # the job's round loop, a process of its own
             rows, stats = [], None
             for phase in ("quiet", "loaded", "quiet again"):
                 t0, me0, srv0 = time.time(), self_cpu_s(), proc_cpu_s(srv.proc.pid)
-                rep0 = sum(proc_cpu_s(p) for p in replicas)
+                rep0, run0 = sum(proc_cpu_s(p) for p in replicas), sum(proc_cpu_s(p) for p in runner)
                 if phase == "loaded":
                     stats = api_clients(srv.target, job.name, args.clients, args.seconds)
                 else:
@@ -123,7 +125,8 @@ def main() -> None:
                 rows.append({"phase": phase, "wall": wall, "rounds": n, "sps": sps,
                              "me": (self_cpu_s() - me0) / (wall * cores),
                              "server": (proc_cpu_s(srv.proc.pid) - srv0) / (wall * cores),
-                             "replicas": (sum(proc_cpu_s(p) for p in replicas) - rep0) / (wall * cores)})
+                             "replicas": (sum(proc_cpu_s(p) for p in replicas) - rep0) / (wall * cores),
+                             "runner": (sum(proc_cpu_s(p) for p in runner) - run0) / (wall * cores)})
             stub.CancelJob(pb.CancelJobRequest(name=job.name), timeout=30)
     finally:
         stop.set()
@@ -131,10 +134,11 @@ def main() -> None:
     load1, _, _ = os.getloadavg()
     print(f"# training throughput of a Parle {spec['model']} job with and without {args.clients} API clients; {cores} cores, "
           f"{args.seconds:g} s windows, server --api-nice {args.api_nice}, load average {load1:.1f} at the end; shares are of {cores} cores")
-    print("| window | rounds | samples/s | bench process (clients) CPU | server CPU | replicas CPU |")
-    print("|---|---|---|---|---|---|")
+    print("| window | rounds | samples/s | bench process (clients) CPU | server CPU | round loop CPU | replicas CPU |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['phase']} | {r['rounds']:.1f} | {r['sps']:.0f} | {r['me']:.1%} | {r['server']:.1%} | {r['replicas']:.1%} |")
+        print(f"| {r['phase']} | {r['rounds']:.1f} | {r['sps']:.0f} | {r['me']:.1%} | {r['server']:.1%} | "
+              f"{r['runner']:.1%} | {r['replicas']:.1%} |")
     quiet = statistics.mean(r["sps"] for r in rows if r["phase"] != "loaded")
     loaded = rows[1]
     drop = 1 - loaded["sps"] / quiet if quiet else float("nan")
@@ -146,13 +150,14 @@ def main() -> None:
         print(f"  error: {err}")
     print(f"throughput drop under load: {drop:.1%} (quiet mean {quiet:.0f} samples/s, loaded {loaded['sps']:.0f})")
     print(f"clients' CPU share: {clients:.1%}; with the server's extra CPU to answer them: {clients + server_extra:.1%}")
-    replicas_quiet = statistics.mean(r["replicas"] for r in rows if r["phase"] != "loaded")
-    lost = replicas_quiet - loaded["replicas"]
-    print(f"replicas' CPU: {replicas_quiet:.1%} of the machine quiet, {loaded['replicas']:.1%} loaded: the job lost "
-          f"{lost:.1%} of the machine ({lost / replicas_quiet:.1%} of its CPU); the API load took "
+    job_quiet = statistics.mean(r["replicas"] + r["runner"] for r in rows if r["phase"] != "loaded")
+    job_loaded = loaded["replicas"] + loaded["runner"]
+    lost = job_quiet - job_loaded
+    print(f"the job's CPU (replicas + round loop): {job_quiet:.1%} of the machine quiet, {job_loaded:.1%} loaded: it lost "
+          f"{lost:.1%} of the machine ({lost / job_quiet:.1%} of its CPU); the API load took "
           f"{clients + server_extra:.1%}")
     print(f"job lost no more CPU than the API load took: {'yes' if lost <= clients + server_extra else 'no'}; "
-          f"throughput drop / the job's CPU drop: {drop / (lost / replicas_quiet):.2f} (1 = only CPU was lost)")
+          f"throughput drop / the job's CPU drop: {drop / (lost / job_quiet):.2f} (1 = only CPU was lost)")
     print(f"drop <= clients' CPU share: {'yes' if drop <= clients else 'no'}; "
           f"drop <= clients' + server's extra share: {'yes' if drop <= clients + server_extra else 'no'}")
 

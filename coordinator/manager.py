@@ -4,12 +4,14 @@
   (CapacityError), and records a QUEUED job; a repeated ``request_id`` returns the first job.
 * A scheduler thread starts queued jobs in order while the cluster has free CPUs (each job
   needs ``replicas × cpus_per_replica``) and fewer than ``max_concurrent`` run.
-* Each running job is one thread driving an :class:`coordinator.engine.Engine`; every round,
-  evaluation and state change is written to the store (and wakes watchers) before it is shown.
-* ``cancel`` kills the job's replica actors at once, so a long round stops promptly and its
+* Each running job's round loop runs in a :class:`coordinator.runner.JobRunner` actor on this
+  node (its own process, so API calls and the loop never share a GIL); a thread here stores
+  what it reports: every round, evaluation and state change is written to the store (and wakes
+  watchers) before it is shown, and before the loop goes on.
+* ``cancel`` has the runner kill the job's replica actors at once, so a long round stops promptly and its
   resources return to Ray; the job ends CANCELLED with a checkpoint of its last full round.
 * ``scale`` changes a job's replica count: a queued job's spec is rewritten; a running job's
-  engine applies it at the next round boundary (Parle replicas join at the reference).
+  runner applies it at the next round boundary (Parle replicas join at the reference).
 * A job whose spec asks for it (``flatness.enabled``) gets a flatness report of its final
   model in its run directory (an artifact), with the headline numbers in its summary.
 * ``shutdown`` (SIGTERM) asks running jobs to checkpoint after their current round and leaves
@@ -20,17 +22,14 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-import traceback
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from coordinator.engine import DivergenceError, Engine, PlacementFailed, ReplicaError
 from coordinator.errors import CapacityError, ClusterUnavailable, JobFinished, JobNotFound, SpecError
-from coordinator.pool import PlacementError
-from coordinator.local_run import build_engine
 from coordinator.metrics import ServiceMetrics
-from coordinator.rundir import MetricsLog, RunDir
+from coordinator.rundir import RunDir
+from coordinator.runner import error_of, start_runner
 from coordinator.spec import JobSpec
 from coordinator.store import TERMINAL, JobRecord, JobStore, StoreError
 
@@ -61,12 +60,14 @@ class _Running:
     spec: JobSpec
     cpus: float
     cancel: threading.Event = field(default_factory=threading.Event)
-    engine: Engine | None = None
+    runner: object | None = None  # the JobRunner actor handle
+    started: bool = False  # the runner's engine is built and its loop runs
     thread: threading.Thread | None = None
 
 
 class _StoreListener:
-    """Engine listener: every round and evaluation becomes a stored event."""
+    """The runner's records as stored events: every round and evaluation, checkpoints, replica
+    changes (with where the replicas now run and, for a new membership, the new spec)."""
 
     def __init__(self, manager: "JobManager", job_id: str, total: int):
         self.m, self.job_id, self.total = manager, job_id, total
@@ -90,15 +91,15 @@ class _StoreListener:
             self.m._write(self.job_id, event=("error", {"code": "STORAGE", "message": record["message"], "replica": -1,
                                                         "round": record["round"], "root_cause": record["cause"]}))
 
-    def on_replica(self, record: dict) -> None:
+    def on_replica_change(self, record: dict, placement: list[dict], spec_data: dict) -> None:
         columns = {}
         running = self.m._running[self.job_id]
         if record["kind"] in ("restarted", "added", "removed"):  # new actors may live elsewhere
-            columns["replicas"] = _placement(running.engine)
+            columns["replicas"] = placement
         if record["kind"] in ("added", "removed"):  # the stored spec says what runs now
-            spec = running.engine.spec
+            spec = JobSpec.parse(spec_data)
             running.spec, running.cpus = spec, spec.replicas * spec.resources.cpus_per_replica
-            columns["spec"] = spec.to_dict()
+            columns["spec"] = spec_data
         self.m._write(self.job_id, event=("replica", record), **columns)
 
 
@@ -187,8 +188,8 @@ class JobManager:
                 return self.get(job_id)
             running.cancel.set()
             self.store.update(job_id, cancel_requested=1)
-            if running.engine is not None:
-                running.engine.pool.shutdown()  # stop the round in flight: kill the actors now
+            if running.runner is not None:
+                running.runner.cancel.remote()  # stop the round in flight: kill the replicas now
         return self.get(job_id)
 
     def scale(self, job_id: str, replicas: int) -> JobRecord:
@@ -211,7 +212,7 @@ class JobManager:
         new.check_capacity(resources.get("CPU", 0.0), resources.get("GPU", 0.0))
         with self._lock:
             running = self._running.get(job_id)
-            if running is None or running.engine is None:
+            if running is None or not running.started:
                 if running is not None:
                     raise JobFinished(f"job {job_id} is starting; scale it once its first round has begun")
                 self._write(job_id, spec=new.to_dict(),
@@ -227,7 +228,7 @@ class JobManager:
                         f"{resources.get('CPU', 0.0) - others:g} are not used by other jobs; "
                         f"allowed: replicas ≤ {int((resources.get('CPU', 0.0) - others) // spec.resources.cpus_per_replica)}",
                         "replicas")
-                running.engine.request_resize(replicas)
+                running.runner.resize.remote(replicas)
         return self.get(job_id)
 
     def run_dir(self, job_id: str) -> RunDir:
@@ -286,30 +287,27 @@ class JobManager:
 
     # ----- one job ---------------------------------------------------------------------------
     def _run(self, job_id: str, running: _Running) -> None:
-        spec = running.spec
-        rd = self.run_dir(job_id)
-        metrics = None
+        """Start the job's runner, store what it reports until its run ends, then end the job."""
+        import ray
+
+        runner = None
         try:
-            rd.prepare(spec, resume=True)
-            metrics = MetricsLog(rd)
-            engine = build_engine(spec, rd, resume=True, listeners=[metrics])
-            engine.listeners.append(_StoreListener(self, job_id, engine.total))
+            runner = running.runner = start_runner(running.spec.to_dict(), str(self.run_dir(job_id).path.resolve()))
+            info = ray.get(runner.start.remote(cancelled=running.cancel.is_set()))
+            if "error" in info:
+                if running.cancel.is_set():
+                    self._finish(job_id, "CANCELLED", "cancelled by user")
+                else:
+                    self._finish(job_id, "FAILED", "failed", error=info["error"])
+                return
+            running.started = True
+            listeners = [_StoreListener(self, job_id, info["total"])]
             if self.metrics is not None:
-                engine.listeners.append(self.metrics.listener(job_id))
-            running.engine = engine
-            self._write(job_id, replicas=_placement(engine))
-            if self.metrics is not None:
-                self.metrics.replicas.labels(job_id).set(engine.pool.size)
-            summary = engine.summary() if running.cancel.is_set() else engine.run(should_stop=lambda: running.cancel.is_set() or self._stopping.is_set())
-            if running.cancel.is_set():
-                self._finish(job_id, "CANCELLED", "cancelled by user", summary=summary)
-            elif summary.get("stopped"):
-                log.info("job %s checkpointed at round %s for server shutdown", job_id, summary["rounds"])
-            else:
-                if spec.flatness.enabled:
-                    summary = {**summary, **self._flatness(job_id, engine)}
-                rd.write_summary({"status": "succeeded", **summary})
-                self._finish(job_id, "SUCCEEDED", "finished", summary=summary)
+                listeners.append(self.metrics.listener(job_id))
+                self.metrics.replicas.labels(job_id).set(info["replicas"])
+            self._write(job_id, replicas=info["placement"])
+            end = self._follow(runner, listeners)
+            self._end(job_id, running, end)
         except Exception as exc:  # noqa: BLE001 - every failure is recorded on the job
             if isinstance(exc, StoreError) and not running.cancel.is_set():
                 # the store cannot take the job's record: leave it RUNNING there; the scheduler
@@ -317,31 +315,57 @@ class JobManager:
                 log.error("job %s stopped: job store write failed (%s); it resumes when the store is writable",
                           job_id, exc)
             elif running.cancel.is_set():
-                engine = running.engine
-                self._finish(job_id, "CANCELLED", "cancelled by user", summary=engine.summary() if engine else None)
+                self._finish(job_id, "CANCELLED", "cancelled by user")
             else:
-                self._finish(job_id, "FAILED", "failed", error=_error_of(exc))
+                self._finish(job_id, "FAILED", "failed", error=error_of(_cause(exc)))
         finally:
-            if running.engine is not None:
-                running.engine.pool.shutdown()
-            if metrics:
-                metrics.close()
+            if runner is not None:
+                ray.kill(runner)  # its loop has ended (or must): the replicas it owns go with it
             with self._lock:
                 self._running.pop(job_id, None)
             self._notify()
 
-    def _flatness(self, job_id: str, engine: Engine) -> dict:
-        """The flatness report of the final model into the run directory; its headline numbers."""
-        from coordinator.flatness_job import report_for_checkpoint
+    def _follow(self, runner, listeners: list) -> dict:
+        """Store the runner's records in order, acknowledging each batch once stored; on server
+        shutdown ask it to checkpoint after its round. Returns its end-of-run record."""
+        import ray
 
-        ckpt = {"spec": engine.spec.to_dict(), "round": engine.t,
-                "model": engine.evaluator.state_dict(engine.strategy.reference())}
-        report = report_for_checkpoint(ckpt, self.run_dir(job_id).path)
-        head = {"top_eigenvalue": report["top_eigenvalues"][0], "hessian_trace": report["trace"],
-                "near_zero_fraction": report["near_zero_fraction"]}
-        if self.metrics is not None:
-            self.metrics.listener(job_id).on_flatness(head)
-        return head
+        ack, asked_stop = 0, False
+        while True:
+            if self._stopping.is_set() and not asked_stop:
+                runner.stop.remote()
+                asked_stop = True
+            for seq, kind, payload in ray.get(runner.next.remote(ack, 1.0)):
+                if kind == "end":
+                    return payload
+                for listener in listeners:
+                    if kind == "round":
+                        listener.on_round(payload)
+                    elif kind == "eval":
+                        listener.on_eval(payload)
+                    elif kind == "checkpoint":
+                        listener.on_checkpoint(Path(payload["path"]), payload["step"])
+                    elif kind == "checkpoint_failed" and hasattr(listener, "on_checkpoint_failed"):
+                        listener.on_checkpoint_failed(payload)
+                    elif kind == "replica":
+                        if hasattr(listener, "on_replica_change"):
+                            listener.on_replica_change(payload["record"], payload["placement"], payload["spec"])
+                        else:
+                            listener.on_replica(payload["record"])
+                ack = seq
+
+    def _end(self, job_id: str, running: _Running, end: dict) -> None:
+        outcome, summary = end["outcome"], end.get("summary")
+        if outcome == "cancelled" or (running.cancel.is_set() and outcome == "failed"):
+            self._finish(job_id, "CANCELLED", "cancelled by user", summary=summary)
+        elif outcome == "stopped":
+            log.info("job %s checkpointed at round %s for server shutdown", job_id, summary["rounds"])
+        elif outcome == "succeeded":
+            if end.get("flatness") and self.metrics is not None:
+                self.metrics.listener(job_id).on_flatness(end["flatness"])
+            self._finish(job_id, "SUCCEEDED", "finished", summary=summary)
+        else:
+            self._finish(job_id, "FAILED", "failed", error=end["error"])
 
     def _finish(self, job_id: str, state: str, reason: str, summary: dict | None = None,
                 error: dict | None = None) -> None:
@@ -365,36 +389,13 @@ class JobManager:
             self.changed.notify_all()
 
 
-def _placement(engine) -> list[dict]:
-    """Where each replica runs; ``index`` is its position, as in replica events."""
-    return [{**{k: i[k] for k in ("node_id", "node_ip", "pid", "device")}, "index": p}
-            for p, i in enumerate(getattr(engine.pool, "info", [])) if i]
+def _cause(exc: BaseException) -> BaseException:
+    """The exception a Ray task error wraps (the runner's own failure), else ``exc``."""
+    from ray.exceptions import RayTaskError
 
-
-def _error_of(exc: BaseException) -> dict:
-    import errno
-
-    from coordinator.checkpoint import CheckpointError
-    from coordinator.store import StoreError
-    from worker.data.datasets import DataError
-
-    if isinstance(exc, DivergenceError):
-        code = "DIVERGED"
-    elif isinstance(exc, (PlacementFailed, PlacementError)):
-        code = "PLACEMENT"
-    elif isinstance(exc, ReplicaError):
-        code = "REPLICA_FAILED"
-    elif isinstance(exc, DataError):
-        code = "DATA"
-    elif isinstance(exc, (CheckpointError, StoreError)) or (  # a write the disk refused: full, too large, I/O
-            isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EIO, errno.EDQUOT, errno.EROFS)):
-        code = "STORAGE"
-    else:
-        code = "INTERNAL"
-    lines = traceback.format_exception_only(type(exc), exc)
-    return {"code": code, "message": str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
-            "replica": getattr(exc, "replica", -1), "round": getattr(exc, "round", -1),
-            "root_cause": "".join(lines).strip()[-2000:]}
+    while isinstance(exc, RayTaskError) and exc.cause is not None:
+        exc = exc.cause
+    return exc
 
 
 def _reachable(address: str, timeout: float = 3.0) -> bool:

@@ -89,6 +89,35 @@ def follow(stub, name: str, until=None, after_seq: int = 0, timeout: float = 300
     return seen
 
 
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` (children, their children, …), from /proc."""
+    parent = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                pass
+    below, frontier = [], [pid]
+    while frontier:
+        kids = [c for c, p in parent.items() if p in frontier]
+        below += kids
+        frontier = kids
+    return below
+
+
+def runner_pids(server_pid: int) -> list[int]:
+    """PIDs of the JobRunner actors (the jobs' round loops) of an embedded-Ray server."""
+    found = []
+    for pid in descendants(server_pid):
+        try:
+            if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::JobRunner"):
+                found.append(pid)
+        except OSError:
+            pass
+    return found
+
+
 def report_fault(**row) -> None:
     """One row of the fault table (docs/reliability.md): printed (pytest -s) and appended as a
     JSON line to $ESGD_FAULT_REPORT when it is set."""

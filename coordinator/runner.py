@@ -1,0 +1,219 @@
+"""One job's round loop in a process of its own: a Ray actor beside the server.
+
+Why: the round loop — aggregating the replicas' running means, the outer step, evaluation,
+checkpoints, the flatness report — used to be a thread of the gRPC server, sharing one GIL with
+every API call. A hundred clients then slowed the coordinator's turn-around between rounds
+(the replicas wait for it), and a long evaluation slowed the API. As an actor it has its own
+interpreter; the server only stores what it reports.
+
+The actor runs on the server's node (the run directory is on its disk) with 0 CPUs: it mostly
+waits on the replicas, and between rounds, when it computes, they are idle. Protocol:
+
+* ``start()`` builds the engine (resuming from the newest checkpoint) and starts the loop in a
+  thread; it answers the round budget and where the replicas run, or the error that stopped it.
+* ``next(ack)`` returns the engine's records in order (round, evaluation, checkpoint, replica
+  change, and last the end of the run). The loop waits at each record until the server has
+  acknowledged storing it, so a checkpoint is never written ahead of the rounds before it —
+  after a server crash, no completed round is missing from the job's history.
+* ``stop()`` (server shutdown: checkpoint after this round), ``cancel()`` (kill the replicas
+  now), ``resize(n)`` (at the next round boundary).
+
+The actor is owned by the server process: if the server dies, Ray ends the actor and its
+replicas with it, and the next server start resumes the job from its checkpoint.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import queue
+import threading
+import traceback
+
+import ray
+
+
+def error_of(exc: BaseException) -> dict:
+    """The job's structured error (code, message, replica, round, root cause) for ``exc``."""
+    from coordinator.checkpoint import CheckpointError
+    from coordinator.engine import DivergenceError, PlacementFailed, ReplicaError
+    from coordinator.pool import PlacementError
+    from coordinator.store import StoreError
+    from worker.data.datasets import DataError
+
+    if isinstance(exc, DivergenceError):
+        code = "DIVERGED"
+    elif isinstance(exc, (PlacementFailed, PlacementError)):
+        code = "PLACEMENT"
+    elif isinstance(exc, ReplicaError):
+        code = "REPLICA_FAILED"
+    elif isinstance(exc, DataError):
+        code = "DATA"
+    elif isinstance(exc, (CheckpointError, StoreError)) or (  # a write the disk refused: full, too large, I/O
+            isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EIO, errno.EDQUOT, errno.EROFS)):
+        code = "STORAGE"
+    else:
+        code = "INTERNAL"
+    lines = traceback.format_exception_only(type(exc), exc)
+    return {"code": code, "message": str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+            "replica": getattr(exc, "replica", -1), "round": getattr(exc, "round", -1),
+            "root_cause": "".join(lines).strip()[-2000:]}
+
+
+def placement(engine) -> list[dict]:
+    """Where each replica runs; ``index`` is its position, as in replica events."""
+    return [{**{k: i[k] for k in ("node_id", "node_ip", "pid", "device")}, "index": p}
+            for p, i in enumerate(getattr(engine.pool, "info", [])) if i]
+
+
+class _Outbox:
+    """Engine listener: each record is queued for the server, and the loop waits until the
+    server has acknowledged it (or the outbox is closed)."""
+
+    def __init__(self):
+        self.queue: queue.Queue = queue.Queue()
+        self.cv = threading.Condition()
+        self.sent = self.acked = 0
+        self.closed = False
+        self.engine = None
+
+    def send(self, kind: str, payload: dict, wait: bool = True) -> None:
+        with self.cv:
+            self.sent += 1
+            seq = self.sent
+        self.queue.put((seq, kind, payload))
+        if wait:
+            with self.cv:
+                self.cv.wait_for(lambda: self.acked >= seq or self.closed)
+
+    def ack(self, seq: int) -> None:
+        with self.cv:
+            self.acked = max(self.acked, seq)
+            self.cv.notify_all()
+
+    def close(self) -> None:
+        with self.cv:
+            self.closed = True
+            self.cv.notify_all()
+
+    def on_round(self, record: dict) -> None:
+        self.send("round", record)
+
+    def on_eval(self, record: dict) -> None:
+        self.send("eval", record)
+
+    def on_checkpoint(self, path, step: int) -> None:
+        self.send("checkpoint", {"path": str(path), "step": step})
+
+    def on_checkpoint_failed(self, record: dict) -> None:
+        self.send("checkpoint_failed", record)
+
+    def on_replica(self, record: dict) -> None:
+        # membership may have changed: the server stores where replicas now run and the spec
+        self.send("replica", {"record": record, "placement": placement(self.engine),
+                              "spec": self.engine.spec.to_dict()})
+
+
+@ray.remote(num_cpus=0, max_concurrency=4)
+class JobRunner:
+    def __init__(self, spec: dict, run_dir: str):
+        import torch
+
+        torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))  # evaluation runs while replicas wait
+        self.spec_data, self.run_dir = spec, run_dir
+        self.outbox = _Outbox()
+        self.engine = None
+        self.cancelled, self.stopping = threading.Event(), threading.Event()
+
+    def start(self, cancelled: bool = False) -> dict:
+        from coordinator.local_run import build_engine
+        from coordinator.rundir import MetricsLog, RunDir
+        from coordinator.spec import JobSpec
+
+        try:
+            spec = JobSpec.parse(self.spec_data)
+            rd = RunDir(self.run_dir)
+            rd.prepare(spec, resume=True)
+            self.metrics_log = MetricsLog(rd)
+            self.engine = build_engine(spec, rd, resume=True, listeners=[self.metrics_log, self.outbox])
+        except Exception as exc:  # noqa: BLE001 - reported as the job's error
+            return {"error": error_of(exc)}
+        self.outbox.engine, self.rd = self.engine, rd
+        if cancelled:
+            self.cancelled.set()
+        threading.Thread(target=self._main, name="round-loop", daemon=True).start()
+        return {"total": self.engine.total, "replicas": self.engine.pool.size, "placement": placement(self.engine)}
+
+    def _main(self) -> None:
+        engine = self.engine
+        try:
+            if self.cancelled.is_set():
+                end = {"outcome": "cancelled", "summary": engine.summary()}
+            else:
+                summary = engine.run(should_stop=lambda: self.cancelled.is_set() or self.stopping.is_set())
+                if self.cancelled.is_set():
+                    end = {"outcome": "cancelled", "summary": summary}
+                elif summary.get("stopped"):
+                    end = {"outcome": "stopped", "summary": summary}
+                else:
+                    head = self._flatness() if engine.spec.flatness.enabled else {}
+                    summary = {**summary, **head}
+                    self.rd.write_summary({"status": "succeeded", **summary})
+                    end = {"outcome": "succeeded", "summary": summary, "flatness": head}
+        except Exception as exc:  # noqa: BLE001 - every failure ends the job with its cause
+            if self.cancelled.is_set():
+                end = {"outcome": "cancelled", "summary": _safe_summary(engine)}
+            else:
+                end = {"outcome": "failed", "error": error_of(exc)}
+        finally:
+            engine.pool.shutdown()
+            self.metrics_log.close()
+        self.outbox.send("end", end, wait=False)
+
+    def _flatness(self) -> dict:
+        """The flatness report of the final model into the run directory; its headline numbers."""
+        from coordinator.flatness_job import report_for_checkpoint
+
+        e = self.engine
+        ckpt = {"spec": e.spec.to_dict(), "round": e.t, "model": e.evaluator.state_dict(e.strategy.reference())}
+        report = report_for_checkpoint(ckpt, self.rd.path)
+        return {"top_eigenvalue": report["top_eigenvalues"][0], "hessian_trace": report["trace"],
+                "near_zero_fraction": report["near_zero_fraction"]}
+
+    def next(self, ack: int, timeout: float = 1.0) -> list[tuple[int, str, dict]]:
+        """Acknowledge records up to ``ack``; return the next ones (waiting up to ``timeout``)."""
+        self.outbox.ack(ack)
+        try:
+            batch = [self.outbox.queue.get(timeout=timeout)]
+        except queue.Empty:
+            return []
+        while True:
+            try:
+                batch.append(self.outbox.queue.get_nowait())
+            except queue.Empty:
+                return batch
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+        if self.engine is not None:
+            self.engine.pool.shutdown()  # stop the round in flight: kill the replicas now
+
+    def resize(self, replicas: int) -> None:
+        self.engine.request_resize(replicas)
+
+
+def _safe_summary(engine) -> dict | None:
+    try:
+        return engine.summary()
+    except Exception:  # noqa: BLE001 - a cancelled job still ends, with or without a summary
+        return None
+
+
+def start_runner(spec: dict, run_dir: str):
+    """A JobRunner on this process's node (the run directory is on its disk)."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    node = ray.get_runtime_context().get_node_id()
+    return JobRunner.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(spec, run_dir)
