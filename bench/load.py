@@ -17,7 +17,7 @@ a second: the quickstart's workload); ``--model mlp`` uses a tiny MLP on synthet
 rounds are so short that the coordinator's per-round turn-around dominates — the worst case
 for this comparison.
 
-Usage:  python bench/load.py [--clients 100] [--seconds 30] [--model lenet|mlp] [--api-nice 10]
+Usage:  python bench/load.py [--clients 100] [--seconds 30] [--model lenet|mlp] [--replicas 2] [--api-nice 10]
 """
 from __future__ import annotations
 
@@ -94,9 +94,10 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=100)
     ap.add_argument("--seconds", type=float, default=30.0, help="length of each of the three windows")
     ap.add_argument("--model", choices=("lenet", "mlp"), default="lenet", help="the training job (see above)")
+    ap.add_argument("--replicas", type=int, default=2, help="the job's replicas, 1 CPU each (default 2: every core here)")
     ap.add_argument("--api-nice", type=int, default=10, help="the server's --api-nice (default 10, as esgd serve)")
     args = ap.parse_args()
-    spec = SPEC if args.model == "lenet" else TINY
+    spec = {**(SPEC if args.model == "lenet" else TINY), "replicas": args.replicas}
     cores = len(os.sched_getaffinity(0))
     srv = ServerProcess(Path(tempfile.mkdtemp(prefix="esgd-load-")), "--num-cpus", "2", "--api-nice", str(args.api_nice), env={"RAY_ADDRESS": "local"})
     rounds: list[tuple[float, float, float]] = []
@@ -132,7 +133,7 @@ def main() -> None:
         stop.set()
         srv.terminate()
     load1, _, _ = os.getloadavg()
-    print(f"# training throughput of a Parle {spec['model']} job with and without {args.clients} API clients; {cores} cores, "
+    print(f"# training throughput of a Parle {spec['model']} job (K = {args.replicas}) with and without {args.clients} API clients; {cores} cores, "
           f"{args.seconds:g} s windows, server --api-nice {args.api_nice}, load average {load1:.1f} at the end; shares are of {cores} cores")
     print("| window | rounds | samples/s | bench process (clients) CPU | server CPU | round loop CPU | replicas CPU |")
     print("|---|---|---|---|---|---|---|")

@@ -67,13 +67,12 @@ def placement(engine) -> list[dict]:
 
 class _Outbox:
     """Engine listener: each record is queued for the server, and the loop waits until the
-    server has acknowledged it (or the outbox is closed)."""
+    server has acknowledged it. (If the server dies, Ray ends this actor with it.)"""
 
     def __init__(self):
         self.queue: queue.Queue = queue.Queue()
         self.cv = threading.Condition()
         self.sent = self.acked = 0
-        self.closed = False
         self.engine = None
 
     def send(self, kind: str, payload: dict, wait: bool = True) -> None:
@@ -83,16 +82,11 @@ class _Outbox:
         self.queue.put((seq, kind, payload))
         if wait:
             with self.cv:
-                self.cv.wait_for(lambda: self.acked >= seq or self.closed)
+                self.cv.wait_for(lambda: self.acked >= seq)
 
     def ack(self, seq: int) -> None:
         with self.cv:
             self.acked = max(self.acked, seq)
-            self.cv.notify_all()
-
-    def close(self) -> None:
-        with self.cv:
-            self.closed = True
             self.cv.notify_all()
 
     def on_round(self, record: dict) -> None:

@@ -27,6 +27,7 @@ from services.convert import (decode_page_token, encode_page_token, event_to_pro
                               proto_to_spec_dict)
 
 CHUNK_BYTES = 1 << 20
+WATCH_PAGE = 64  # events read from the store at a time: a replay the client drops early costs a page
 ARTIFACTS = ("flatness.json", "flatness.png", "metrics.jsonl", "summary.json", "spec.yaml")
 _CODES = [(CapacityError, grpc.StatusCode.RESOURCE_EXHAUSTED), (SpecError, grpc.StatusCode.INVALID_ARGUMENT),
           (JobNotFound, grpc.StatusCode.NOT_FOUND), (JobFinished, grpc.StatusCode.FAILED_PRECONDITION),
@@ -110,15 +111,17 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
             after = self.m.store.last_seq(jid)  # read before the snapshot: nothing falls between
             yield pb.JobEvent(seq=0, snapshot=job_to_proto(self.m.get(jid)))
         while context.is_active() and not self.m.stopping:
-            events = self.m.store.events(jid, after)
+            events = self.m.store.events(jid, after, limit=WATCH_PAGE)
             for ev in events:
                 yield event_to_proto(ev)
                 after = ev.seq
             if events:
                 continue
             if self.m.get(jid).state in TERMINAL:
-                for ev in self.m.store.events(jid, after):  # anything written with the final state
-                    yield event_to_proto(ev)
+                while events := self.m.store.events(jid, after, limit=WATCH_PAGE):  # written with the final state
+                    for ev in events:
+                        yield event_to_proto(ev)
+                        after = ev.seq
                 return
             with self.m.changed:
                 self.m.changed.wait(timeout=self.watch_poll_s)
