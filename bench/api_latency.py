@@ -6,7 +6,7 @@ back to back for a fixed time. Client and server share this machine's cores, so 
 include the clients' own CPU use. Then, on the now warm server, it submits small jobs and
 times CreateJob → the first round's progress event (actor start-up, data, first round).
 
-Usage:  python bench/api_latency.py [--clients 50] [--seconds 10]
+Usage:  python bench/api_latency.py [--clients 50] [--seconds 10] [--api-nice 10]
 """
 from __future__ import annotations
 
@@ -60,8 +60,9 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--jobs", type=int, default=60, help="jobs in the store while measuring")
     ap.add_argument("--submits", type=int, default=3)
+    ap.add_argument("--api-nice", type=int, default=10, help="the server's --api-nice (default 10, as esgd serve)")
     args = ap.parse_args()
-    srv = ServerProcess(Path(tempfile.mkdtemp(prefix="esgd-bench-")), "--num-cpus", "2")
+    srv = ServerProcess(Path(tempfile.mkdtemp(prefix="esgd-bench-")), "--num-cpus", "2", "--api-nice", str(args.api_nice))
     try:
         with srv.channel() as ch:
             stub = jobs_pb2_grpc.JobServiceStub(ch)
@@ -71,7 +72,8 @@ def main() -> None:
                     stub.ListJobs(pb.ListJobsRequest(state=pb.RUNNING, page_size=1), timeout=30).jobs:
                 time.sleep(0.5)  # let them finish: measure the API, not the API beside training
             print(f"# API latency, {args.clients} concurrent clients (threads, one channel each), "
-                  f"{args.seconds:g} s per method, {args.jobs} jobs stored; server and clients on this machine")
+                  f"{args.seconds:g} s per method, {args.jobs} jobs stored, server --api-nice {args.api_nice}; "
+                  "server and clients on this machine")
             print("| method | calls | calls/s | p50 ms | p99 ms | errors |")
             print("|---|---|---|---|---|---|")
             for method in ("GetJob", "ListJobs"):

@@ -280,7 +280,8 @@ def test_sigkill_mid_checkpoint_write_resumes_from_the_previous_one_losing_no_ro
     assert not temporaries(ckpts), "the stale temporary file is removed by the next write"
     assert [step_of(p) for p in list_checkpoints(ckpts)] == [total - 1, total]
     assert all(verify(p) for p in list_checkpoints(ckpts)) and integrity(tmp_path) == ["ok"]
-    report_fault(fault="server SIGKILL while a 22 MB checkpoint is being written", count=1,
+    report_fault(fault="SIGKILL of the server and of the job's round-loop process while a 22 MB checkpoint is "
+                       "being written", count=1,
                  lost=f"nothing (resumed from checkpoint {resumed_from}, the kill came while writing {k})",
                  **recovery, recovery="kill to the first resumed round",
                  test="tests/faults/test_durability.py::test_sigkill_mid_checkpoint_write_resumes_from_the_previous_one_losing_no_round")
@@ -376,7 +377,8 @@ def test_checkpoint_write_errors_are_reported_and_then_fail_the_job_with_storage
             unlimit_file_size(srv.proc.pid)
     finally:
         assert srv.terminate() == 0, srv.read_log()[-3000:]
-    report_fault(fault="checkpoint writes refused (EFBIG: file-size limit on the server, as a full disk)", count=3,
+    report_fault(fault="checkpoint writes refused (EFBIG: file-size limit on the server and the job's round loop, "
+                       "as a full disk)", count=3,
                  lost="nothing (older checkpoints kept; job FAILED with STORAGE after 3 refused writes)",
                  recovery_s=round(detected_s, 2), recovery="time from the fault to the job FAILED (STORAGE)",
                  test="tests/faults/test_durability.py::test_checkpoint_write_errors_are_reported_and_then_fail_the_job_with_storage")
