@@ -7,11 +7,12 @@ RESOURCE_EXHAUSTED — and responses at 16 MiB (checkpoints stream in 1 MiB chun
 SIGTERM/SIGINT: health goes NOT_SERVING, running jobs checkpoint after their round, the
 server drains for a few seconds and the process exits; the jobs resume on the next start.
 
-API calls yield to training (``api_nice``, default 10): every thread gRPC creates to answer
-calls runs at that nice value, while the job threads (the round loops, started earlier by the
-manager's scheduler) and Ray's threads keep the process's own. The replicas need all the cores
-they were given; on a busy machine a burst of clients then waits a few milliseconds longer
-instead of taking the job's CPU (Linux; elsewhere the option is a no-op, logged once).
+API calls yield to training (``api_nice``; ``esgd serve`` defaults to 10): every thread gRPC
+creates to answer calls runs at that nice value, while the job threads (which store what each
+job's round loop, a process of its own, reports; started earlier by the manager's scheduler)
+and Ray's threads keep the process's own. The replicas need all the cores they were given; on
+a busy machine a burst of clients then waits a few milliseconds longer instead of taking the
+job's CPU (Linux; elsewhere the option is a no-op, logged once).
 """
 from __future__ import annotations
 
