@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test install data bench clean
+.PHONY: run test install data test-tools bench clean
 
 install: $(STAMP)
 
@@ -16,14 +16,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $(STAMP)
 
+# the `run` packages of scripts/apt-packages.txt (datasets)
 data:
 	./scripts/get-data.sh
+
+# everything the tests need: the `run` and `test` packages, and the dashboard's npm schema check
+test-tools:
+	./scripts/install-test-tools.sh
 
 run: $(STAMP) data
 	./scripts/quickstart.sh examples/quickstart.yaml
 
-test: $(STAMP)
-	./scripts/install-test-tools.sh
+test: $(STAMP) test-tools
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP) data

@@ -1,9 +1,19 @@
+import atexit
 import os
+import shutil
+import tempfile
 
 import pytest
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+# Derived-data caches (the Bible's text, worker.data.text.cache_dir) go to a folder of this test
+# session, never to ~/.cache/esgd: a cache left by an earlier run must not stand in for a
+# package that is missing. Subprocesses and Ray workers inherit it.
+_CACHE = tempfile.mkdtemp(prefix="esgd-test-cache-")
+os.environ["ESGD_CACHE_DIR"] = _CACHE
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,6 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SYSTEMS = ["ray-train-ddp", "parle", "entropy-sgd", "sgd"]
 
-pytest.importorskip("ray.train.torch", reason="needs the ray[train] extra (pip install -e '.[test]')")
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.installed import need_path
 from worker.data import DataError, Dataset, load_dataset
 from worker.data import datasets
 from worker.data import text as text_loader
@@ -85,8 +86,7 @@ class _Evil:
 
 
 def test_fashion_mnist_real() -> None:
-    if not Path(FASHION_MNIST_DIR).is_dir():
-        pytest.skip(f"{FASHION_MNIST_DIR} missing (apt-get install dataset-fashion-mnist)")
+    need_path(FASHION_MNIST_DIR, "data")
     ds = load_dataset("fashion-mnist")
     assert (ds.num_train, ds.num_test) == (60000, 10000)
     assert ds.train_x.shape == (60000, 1, 28, 28) and ds.train_x.dtype == np.uint8
@@ -279,19 +279,18 @@ def test_text_errors(tmp_path: Path) -> None:
 
 
 def test_bible_kjv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    if not Path(datasets.BIBLE_PROGRAM).exists():
-        pytest.skip("bible not installed (apt-get install bible-kjv)")
-    monkeypatch.setenv("HOME", str(tmp_path))
+    need_path(datasets.BIBLE_PROGRAM, "data")
+    monkeypatch.setenv("ESGD_CACHE_DIR", str(tmp_path / "cache"))
     ds = load_dataset("text", "bible-kjv", seq_len=100)
     assert ds.name == "bible-kjv" and ds.num_train > 30000 and ds.num_test > 3000
     assert "".join(ds.vocab[i] for i in ds.train_x[0]).startswith("In the beginning God created")
-    assert (tmp_path / ".cache" / "esgd" / "bible-kjv.txt").is_file()
+    assert (tmp_path / "cache" / "bible-kjv.txt").is_file()
     again = load_dataset("text", "bible-kjv", seq_len=100)  # from the cache
     np.testing.assert_array_equal(again.test_x, ds.test_x)
 
 
 def test_bible_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("ESGD_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(text_loader, "BIBLE_PROGRAM", str(tmp_path / "no-bible"))
     with pytest.raises(DataError, match="apt-get install bible-kjv"):
         load_dataset("text", "bible-kjv")

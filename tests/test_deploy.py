@@ -9,12 +9,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.installed import need_program
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -176,10 +177,7 @@ def test_dockerfile():
 
 # --------------------------------------------------------------------------- Prometheus
 def test_prometheus_config_passes_promtool():
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool is not installed (scripts/install-test-tools.sh installs it): "
-                    "prometheus.yml check skipped")
+    promtool = need_program("promtool")
     r = subprocess.run([promtool, "check", "config", str(PROMETHEUS_YML)], capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -217,9 +215,7 @@ def _targets(dashboard: dict) -> list[tuple[str, dict]]:
 
 def test_dashboard_matches_grafana_schema():
     """npx tsc -p deploy/grafana/schema-check: the JSON against @grafana/schema's Dashboard type."""
-    npm, npx = shutil.which("npm"), shutil.which("npx")
-    if npm is None or npx is None:
-        pytest.skip("npm is not installed: dashboard schema check skipped")
+    npm, npx = need_program("npm"), need_program("npx")
     if not (SCHEMA_CHECK / "node_modules" / ".bin" / "tsc").exists():
         r = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=SCHEMA_CHECK,
                            capture_output=True, text=True, timeout=300)
@@ -307,10 +303,7 @@ def test_dashboard_queries_filter_by_job_and_use_rate_interval(dashboard):
 
 def test_dashboard_queries_parse_as_promql(dashboard, tmp_path):
     """Each panel query, with Grafana's variables substituted, is valid PromQL (promtool)."""
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool is not installed (scripts/install-test-tools.sh installs it): "
-                    "PromQL check skipped")
+    promtool = need_program("promtool")
     rules = [{"record": f"esgd:dashboard_query:{i}",
               "expr": t["expr"].replace("$__rate_interval", "20s").replace("$job_id", ".*")}
              for i, (_, t) in enumerate(_targets(dashboard))]

@@ -10,7 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-FASHION = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
+from tests.installed import need_path
+from worker.data.idx import FASHION_MNIST_DIR
+
+FASHION = Path(FASHION_MNIST_DIR) / "train-images-idx3-ubyte.gz"
 ESGD = [sys.executable, "-m", "services.cli"]
 ROOT = Path(__file__).resolve().parent.parent
 CHANCE = 0.9
@@ -35,8 +38,8 @@ def _env():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not FASHION.exists(), reason="needs the dataset-fashion-mnist package (make data)")
 def test_esgd_run_learns_fashion_mnist(tmp_path):
+    need_path(FASHION, "data")
     run_dir = tmp_path / "run"
     out = subprocess.run(ESGD + ["run", str(_job(tmp_path, outer_steps=40)), "--run-dir", str(run_dir),
                                  "--no-progress", "--json"],
@@ -53,8 +56,8 @@ def test_esgd_run_learns_fashion_mnist(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not FASHION.exists(), reason="needs the dataset-fashion-mnist package (make data)")
 def test_ctrl_c_leaves_a_usable_checkpoint_and_resume_finishes(tmp_path):
+    need_path(FASHION, "data")
     run_dir = tmp_path / "run"
     job = _job(tmp_path, outer_steps=400)
     proc = subprocess.Popen(ESGD + ["run", str(job), "--run-dir", str(run_dir), "--no-progress"],

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -20,12 +19,18 @@ import pytest
 
 from services.api import jobs_pb2 as pb
 from services.api import jobs_pb2_grpc
+from tests.installed import need_program
 from tests.service_harness import ROOT, ServerProcess
 from tests.test_service import create, quick_spec, wait_state
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not shutil.which("prometheus") or not shutil.which("promtool"),
-                                 reason="needs Debian's prometheus package (scripts/install-test-tools.sh)")]
+pytestmark = [pytest.mark.slow]
+
+
+@pytest.fixture(autouse=True)
+def _prometheus_installed():
+    """Debian's prometheus package: the server and promtool (make test-tools)."""
+    need_program("prometheus")
+    need_program("promtool")
 DASHBOARD = ROOT / "deploy/grafana/dashboards/esgd.json"
 # panels that may legitimately stay empty in a short, healthy job: none — failure and restart
 # counters are created at 0 when a job starts, so their increase() is a series of zeros.

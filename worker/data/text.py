@@ -3,7 +3,7 @@
 Text is tokenised by character (the vocabulary is the sorted set of characters) and cut
 into non-overlapping ``seq_len + 1`` chunks for next-character prediction; the last part
 of the corpus is the test split.  ``path="bible-kjv"`` runs Debian's ``bible`` program
-(package ``bible-kjv``) once and caches the plain text under ``~/.cache/esgd``.
+(package ``bible-kjv``) once and caches the plain text in :func:`cache_dir`.
 """
 
 from __future__ import annotations
@@ -21,13 +21,23 @@ BIBLE_PROGRAM = "/usr/bin/bible"
 BIBLE_RANGE = "Gen1:1-Rev22:21"
 
 
+def cache_dir() -> Path:
+    """Where derived data is cached: ``$ESGD_CACHE_DIR``, else ``$XDG_CACHE_HOME/esgd``, else
+    ``~/.cache/esgd``. The tests point it at a temporary folder, so that a cache left by an
+    earlier run can never stand in for a package that is missing."""
+    if os.environ.get("ESGD_CACHE_DIR"):
+        return Path(os.environ["ESGD_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "esgd"
+
+
 def _bible_text() -> str:
     """The King James Bible as plain text, one verse per line, via Debian's ``bible``.
 
     ``bible -f`` turns pretty-printing *off*, giving ``Ge1:1 In the beginning...`` lines;
-    the verse references are stripped.  The result is cached in ~/.cache/esgd.
+    the verse references are stripped.  The result is cached in :func:`cache_dir`.
     """
-    cache = Path.home() / ".cache" / "esgd" / "bible-kjv.txt"
+    cache = cache_dir() / "bible-kjv.txt"
     if cache.is_file():
         return _decode_text(cache.read_bytes(), cache)
     if not os.access(BIBLE_PROGRAM, os.X_OK):
