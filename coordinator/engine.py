@@ -97,8 +97,9 @@ class Engine:
             self._record_failures(t, failures, bool(results))
         for r in results:
             if not r.stats.get("finite", True):
+                why = r.stats.get("cause") or f"loss {r.stats['loss']:.4g}"  # cause: e.g. beyond comm.dtype's range
                 raise DivergenceError(
-                    f"diverged in round {t + 1} on replica {r.index}: loss {r.stats['loss']:.4g} "
+                    f"diverged in round {t + 1} on replica {r.index}: {why} "
                     f"(γ={hp.gamma:.4g}, η'={hp.lr:g}, ε={hp.noise:g}, η={self.strategy.round_values(t)['lr']:g})",
                     r.index, t + 1)
         agg = self.strategy.aggregate(t, results, failures)

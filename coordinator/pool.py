@@ -13,6 +13,10 @@ A new identity is the smallest one not in use, so a pool scaled 4 → 2 → 4 ha
 A round's broadcast is one ``ray.put`` per *distinct* anchor: a shared anchor is put once and
 read zero-copy by every replica on the node; Parle's K anchors are K puts, one each.
 The dataset is put once per job and shared the same way.
+
+Compression (``comm.dtype``, worker.comm): ``run_round`` encodes each distinct anchor once
+before it leaves and decodes each result once on arrival, so strategies see float32 only;
+``bytes_sent``/``bytes_received`` count the encoded arrays, what actually crossed.
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ import numpy as np
 
 from coordinator.spec import JobSpec
 from coordinator.strategies.base import ReplicaFailure, RoundResult
+from worker import comm
 from worker.data.datasets import Dataset
 from worker.langevin import InnerParams
 from worker.replica import Replica
@@ -55,12 +60,14 @@ class LocalPool:
         return len(self.replicas)
 
     def run_round(self, anchors: list[np.ndarray], hp: InnerParams):
-        results = []
+        dtype, received, results = self.spec.comm.dtype, 0, []
+        wires = [comm.encode(a, dtype, "anchor values") for a in anchors]
         for k, rep in enumerate(self.replicas):
-            state, stats = rep.run(anchors[k if len(anchors) > 1 else 0], hp)
-            results.append(RoundResult(k, state, stats))
-        return results, [], {"bytes_sent": sum(a.nbytes for a in anchors),
-                             "bytes_received": sum(r.state.nbytes for r in results)}
+            j = k if len(anchors) > 1 else 0
+            wire, stats = rep.run(wires[j], hp)
+            received += wire.nbytes
+            results.append(RoundResult(k, comm.unpack_result(wire, anchors[j], dtype), stats))
+        return results, [], {"bytes_sent": sum(w.nbytes for w in wires), "bytes_received": received}
 
     def restart(self, index: int, state: dict) -> None:
         """Recreate the replica at position ``index`` (same seed-derived stream), give it ``state``."""
@@ -106,6 +113,7 @@ class RayPool:
         from worker.actor import ReplicaActor
 
         self._ray = ray
+        self.comm_dtype = spec.comm.dtype
         gpus = resolve_gpus(spec, ray.cluster_resources().get("GPU", 0.0))
         r = spec.resources
         threads = r.threads_per_replica or max(1, int(r.cpus_per_replica))
@@ -182,19 +190,24 @@ class RayPool:
 
     def run_round(self, anchors: list[np.ndarray], hp: InnerParams):
         ray = self._ray
+        dtype, received = self.comm_dtype, 0
         t0 = time.perf_counter()
-        refs = [ray.put(a) for a in anchors]
-        put_s = time.perf_counter() - t0
+        wires = [comm.encode(a, dtype, "anchor values") for a in anchors]
+        refs = [ray.put(w) for w in wires]
+        put_s = time.perf_counter() - t0  # encode + put
         futures = [a.run.remote(refs[k if len(refs) > 1 else 0], hp) for k, a in enumerate(self.actors)]
         results, failures = [], []
         for k, fut in enumerate(futures):
             try:
-                state, stats = ray.get(fut)
-                results.append(RoundResult(k, state, stats))
+                wire, stats = ray.get(fut)
             except ray.exceptions.RayError as exc:
                 failures.append(ReplicaFailure(k, _root_cause(exc)))
-        return results, failures, {"put_s": put_s, "bytes_sent": sum(a.nbytes for a in anchors),
-                                   "bytes_received": sum(r.state.nbytes for r in results)}
+                continue
+            received += wire.nbytes
+            state = comm.unpack_result(wire, anchors[k if len(anchors) > 1 else 0], dtype)
+            results.append(RoundResult(k, state, stats))
+        return results, failures, {"put_s": put_s, "bytes_sent": sum(w.nbytes for w in wires),
+                                   "bytes_received": received}
 
     def get_states(self) -> list[dict]:
         return self._ray.get([a.get_state.remote() for a in self.actors])

@@ -20,12 +20,12 @@ import yaml
 from coordinator.checkpoint import fsync_dir, write_atomic
 from coordinator.spec import JobSpec, SpecError
 
-# fields that may differ between a run and its resumption (extending the budget)
-# what may differ when a run is resumed: budgets and bookkeeping, and the replica count
-# (esgd scale; the checkpoint's replica_ids restore the membership it was taken with)
+# what may differ when a run is resumed: budgets and bookkeeping, the replica count
+# (esgd scale; the checkpoint's replica_ids restore the membership it was taken with), and the
+# wire format (checkpoints are float32 whatever comm.dtype was)
 _RESUMABLE_CHANGES = {"train.epochs", "train.outer_steps", "train.eval_every", "checkpoint.every",
                       "checkpoint.keep_last", "replicas", "train.min_replicas", "resources.placement_timeout_s",
-                      "flatness.enabled"}
+                      "flatness.enabled", "comm.dtype"}
 
 
 class RunDir:

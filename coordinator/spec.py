@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 STRATEGIES = ("entropy-sgd", "parle", "elastic-sgd", "sgd")
 MODEL_NAMES = ("mnistfc", "lenet", "allcnn-bn", "char-lstm", "mlp")
+COMM_DTYPES = ("float32", "bfloat16", "float16")
 DATASET_NAMES = ("fashion-mnist", "mnist", "idx", "cifar10", "text", "synthetic", "synthetic-text")
 
 
@@ -147,6 +148,14 @@ class CheckpointSpec(_Section):
     keep_last: int = Field(3, ge=1, le=1000)
 
 
+class CommSpec(_Section):
+    """What crosses the network each round (worker/comm.py has the rounding and the reason)."""
+
+    dtype: Literal[COMM_DTYPES] = Field(  # type: ignore[valid-type]
+        "float32", description="number format of the anchors sent and the results returned; bfloat16 and "
+                               "float16 halve the bytes, all arithmetic stays float32")
+
+
 class JobSpec(_Section):
     """A complete, validated, immutable training job."""
 
@@ -162,6 +171,7 @@ class JobSpec(_Section):
     resources: ResourceSpec = ResourceSpec()
     checkpoint: CheckpointSpec = CheckpointSpec()
     flatness: FlatnessSpec = FlatnessSpec()
+    comm: CommSpec = CommSpec()
 
     @model_validator(mode="after")
     def _cross(self) -> "JobSpec":

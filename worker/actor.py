@@ -2,7 +2,8 @@
 
 It owns nothing but the process: it pins torch's thread count (so K replicas on C cores do
 not oversubscribe them) and forwards calls. Weights arrive as numpy arrays from the object
-store (zero-copy reads) and leave as one numpy array per round.
+store (zero-copy reads) and leave as one numpy array per round, both in ``comm.dtype``'s wire
+format: the Replica decodes and encodes them (worker.comm), the actor never looks inside.
 """
 from __future__ import annotations
 

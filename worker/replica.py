@@ -7,6 +7,10 @@ drive it directly. One round (DESIGN.md §4, inner loop)::
     L times: fresh minibatch → g = ∇f(x') → langevin_step(x', g, x, μ)
     return [μ | BatchNorm buffers after the chain], stats
 
+With ``comm.dtype`` bfloat16/float16 the anchor arrives in 16 bits and is decoded once on
+arrival (x̂); the chain runs in float32 and the result leaves as the 16-bit displacement
+``q(μ − x̂)``, encoded once just before it is returned (worker.comm has the why).
+
 Exactly L gradient evaluations per round. BatchNorm running statistics are updated by the
 chain's forward passes and returned with μ; the coordinator averages them with the weights
 (see coordinator.strategies.base). Dropout draws from this replica's own saved RNG state, so
@@ -20,6 +24,7 @@ import numpy as np
 import torch
 
 from coordinator.spec import JobSpec
+from worker import comm
 from worker.data.datasets import Dataset
 from worker.data.stream import BatchStream
 from worker.flat import FlatState
@@ -34,6 +39,7 @@ def replica_seed(job_seed: int, index: int) -> int:
 class Replica:
     def __init__(self, spec: JobSpec, index: int, dataset: Dataset, device: str = "cpu"):
         self.index = index
+        self.comm_dtype = spec.comm.dtype
         self.device = torch.device(device)
         self.dataset = dataset
         seed = replica_seed(spec.train.seed, index)
@@ -50,8 +56,10 @@ class Replica:
         self.momentum_buffer: torch.Tensor | None = None
 
     def run(self, anchor: np.ndarray | torch.Tensor, hp: InnerParams) -> tuple[np.ndarray, dict]:
-        """Run ``hp.steps`` Langevin steps from ``anchor``; return ``[μ | buffers]`` and stats."""
+        """Run ``hp.steps`` Langevin steps from ``anchor`` (in ``comm.dtype``'s wire format);
+        return ``[μ | buffers]`` in that format (a 16-bit one: the displacement) and stats."""
         start = time.perf_counter()
+        anchor = comm.decode(anchor, self.comm_dtype)
         self.flat.load(anchor)
         x_prime = self.flat.params
         self.anchor.copy_(x_prime)
@@ -90,7 +98,12 @@ class Replica:
             "compute_s": time.perf_counter() - start,
             "finite": bool(np.isfinite(loss_mean) and np.isfinite(result).all()),
         }
-        return result, stats
+        try:
+            wire = comm.pack_result(result, anchor, self.comm_dtype)
+        except comm.CommRangeError as exc:  # a move beyond float16's range: this replica diverged
+            stats.update(finite=False, cause=str(exc))
+            wire = comm.encode(np.full_like(result, np.nan), self.comm_dtype)
+        return wire, stats
 
     # ----- state for checkpoints ----------------------------------------------------------
     def get_state(self) -> dict:
