@@ -68,6 +68,7 @@ class Engine:
         tr = self.spec.train
         self.nb = batches_per_pass(self.spec, num_train)
         self.total = tr.outer_steps if tr.outer_steps is not None else max(1, math.ceil(tr.epochs * self.nb))
+        self.strategy.set_budget(self.total)  # the cosine schedule spans the whole budget
         self.eval_every = tr.eval_every or max(1, self.total // 10)
         self.ckpt_every = self.spec.checkpoint.every or self.eval_every
         self.milestones = [round(m * self.nb) for m in self.spec.outer.milestones]

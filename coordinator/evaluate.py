@@ -12,23 +12,45 @@ from worker.flat import FlatState
 from worker.models import build_model, error_count, target_count, task_loss
 
 
-def initial_model(spec: JobSpec, dataset: Dataset) -> torch.nn.Module:
-    """The job's initial model: built under the job seed, so every run of a spec starts equal."""
+def init_seed(job_seed: int, replica: int) -> int:
+    """The seed replica ``replica``'s initial weights are built under with ``init.per_replica_seeds``.
+
+    Replica 0 uses the job seed itself, so it starts where every replica starts without the
+    option (and K = 1 is unaffected). The others draw from a SeedSequence of (job seed, replica)
+    rather than the official Parle code's ``seed + rank``: with ``seed + rank`` job seed 1's
+    replica 0 would be job seed 0's replica 1, and runs over seeds 0, 1, 2 would share starts."""
+    if replica == 0:
+        return job_seed
+    return int(np.random.SeedSequence([job_seed, replica, 13]).generate_state(1)[0])
+
+
+def initial_model(spec: JobSpec, dataset: Dataset, replica: int = 0) -> torch.nn.Module:
+    """The job's initial model: built under the job seed, so every run of a spec starts equal
+    (``replica`` > 0: replica's own start under ``init.per_replica_seeds``, see :func:`init_seed`)."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(spec.train.seed)
+        torch.manual_seed(init_seed(spec.train.seed, replica))
         return build_model(spec.model, dataset.input_shape, dataset.num_classes)
 
 
 class Evaluator:
     def __init__(self, spec: JobSpec, dataset: Dataset, batch_size: int = 1000):
         self.dataset = dataset
+        self.spec = spec
         self.model = initial_model(spec, dataset)
         self.flat = FlatState(self.model)
         self.batch_size = batch_size
 
     @property
     def initial_state(self) -> torch.Tensor:
-        return self.flat.state.clone()
+        """The job's initial ``[params | buffers]`` vector; with ``init.per_replica_seeds`` a
+        ``(K, S)`` tensor instead, row ``a`` replica a's start (row 0 is the one vector), which
+        the per-replica-anchor strategies take as their K anchors (their mean is x̄)."""
+        if not self.spec.init.per_replica_seeds:
+            return self.flat.state.clone()
+        rows = [self.flat.state.clone()]
+        for a in range(1, self.spec.replicas):
+            rows.append(FlatState(initial_model(self.spec, self.dataset, a)).state.clone())
+        return torch.stack(rows)
 
     def state_dict(self, vector: torch.Tensor) -> dict:
         """A plain ``state_dict`` (loads with ``model.load_state_dict``) for ``vector``."""

@@ -1,4 +1,4 @@
-"""The outer loop's math, as pure functions over lists of tensors (DESIGN.md §4).
+"""The outer loop's math, as pure functions over lists of tensors (README: "The strategies and their equations").
 
 Shared anchor (Entropy-SGD, K ≥ 1 chains)::
 
@@ -19,9 +19,14 @@ momentum buffers start from the first pseudo-gradient, never from a raw minibatc
     γ_t = γ0 (1 + γ1)^t   (optionally capped) ;   ρ_t = ρ0 (1 + ρ1)^t   (optionally capped)
 
 The research code never advanced ``t``; here the caller passes it explicitly.
+
+Learning-rate schedules multiply one learning rate (η, or η' for the strategies whose outer
+step is pinned to plain adoption): the step schedule by ``lr_factor`` after each milestone
+(the engine counts them), the cosine schedule by :func:`cosine_factor` over the job's budget.
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -34,6 +39,24 @@ def scoped(value0: float, rate: float, t: int, cap: float | None = None) -> floa
         raise ValueError(f"scoped: t must be >= 0, got {t}")
     value = value0 * (1.0 + rate) ** t
     return min(value, cap) if cap is not None else value
+
+
+def cosine_factor(t: int, total: int, floor: float = 0.0) -> float:
+    """Cosine annealing of the LR multiplier over ``total`` outer steps (SGDR without restarts)::
+
+        f(t) = floor + (1 − floor) · ½ (1 + cos(π t / total))
+
+    ``f(0) = 1``, ``f(total/2) = (1 + floor)/2``, ``f(total) = floor``; round ``t`` (0-based)
+    trains with ``f(t)``, so the last round, ``t = total − 1``, is just above ``floor``. This is
+    ``torch.optim.lr_scheduler.CosineAnnealingLR(T_max=total, eta_min=floor·lr)`` in closed form
+    (tested). From ``t = total`` on (never reached within a budget) it stays at ``floor``."""
+    if total < 1:
+        raise ValueError(f"cosine_factor: total must be >= 1, got {total}")
+    if t < 0:
+        raise ValueError(f"cosine_factor: t must be >= 0, got {t}")
+    if t >= total:
+        return floor
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * t / total))
 
 
 def mean_of(tensor_lists: Sequence[Sequence[Tensor]]) -> list[Tensor]:

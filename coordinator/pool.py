@@ -32,6 +32,12 @@ from worker.langevin import InnerParams
 from worker.replica import Replica
 
 
+def hp_bytes(hp: InnerParams) -> int:
+    """Bytes of array data the round's hyperparameters carry (Replicated-SGD's centre x̄, float32)."""
+    center = getattr(hp, "center", None)
+    return 0 if center is None else int(np.asarray(center).nbytes)
+
+
 class PlacementError(RuntimeError):
     """Replicas could not be placed on the cluster in time."""
 
@@ -67,7 +73,7 @@ class LocalPool:
             wire, stats = rep.run(wires[j], hp)
             received += wire.nbytes
             results.append(RoundResult(k, comm.unpack_result(wire, anchors[j], dtype), stats))
-        return results, [], {"bytes_sent": sum(w.nbytes for w in wires), "bytes_received": received}
+        return results, [], {"bytes_sent": sum(w.nbytes for w in wires) + hp_bytes(hp), "bytes_received": received}
 
     def restart(self, index: int, state: dict) -> None:
         """Recreate the replica at position ``index`` (same seed-derived stream), give it ``state``."""
@@ -194,8 +200,9 @@ class RayPool:
         t0 = time.perf_counter()
         wires = [comm.encode(a, dtype, "anchor values") for a in anchors]
         refs = [ray.put(w) for w in wires]
+        hp_arg = ray.put(hp) if hp_bytes(hp) else hp  # Replicated-SGD's centre: put once, like an anchor
         put_s = time.perf_counter() - t0  # encode + put
-        futures = [a.run.remote(refs[k if len(refs) > 1 else 0], hp) for k, a in enumerate(self.actors)]
+        futures = [a.run.remote(refs[k if len(refs) > 1 else 0], hp_arg) for k, a in enumerate(self.actors)]
         results, failures = [], []
         for k, fut in enumerate(futures):
             try:
@@ -206,7 +213,7 @@ class RayPool:
             received += wire.nbytes
             state = comm.unpack_result(wire, anchors[k if len(anchors) > 1 else 0], dtype)
             results.append(RoundResult(k, state, stats))
-        return results, failures, {"put_s": put_s, "bytes_sent": sum(w.nbytes for w in wires),
+        return results, failures, {"put_s": put_s, "bytes_sent": sum(w.nbytes for w in wires) + hp_bytes(hp),
                                    "bytes_received": received}
 
     def get_states(self) -> list[dict]:

@@ -7,9 +7,14 @@ its dotted path (``inner.lr``) and the allowed range, e.g.::
     inner.lr: Input should be greater than 0 (got -0.1)
 
 Unknown keys, wrong types, NaN/Inf, negatives and out-of-range values are all rejected.
-Symbols follow DESIGN.md §4: ``K`` replicas, ``L`` inner steps, ``γ`` coupling (scope),
-``η'`` Langevin step, ``ε`` thermal noise, ``α`` weight of the newest iterate in ``μ``,
-``ρ`` elastic coupling, ``η`` outer learning rate, ``λ`` weight decay.
+Symbols follow the README's "The strategies and their equations": ``K`` replicas, ``L`` inner
+steps, ``γ`` coupling (scope), ``η'`` Langevin step, ``ε`` thermal noise, ``α`` weight of the
+newest iterate in ``μ``, ``ρ`` elastic coupling, ``η`` outer learning rate, ``λ`` weight decay.
+
+A combination that cannot mean what it says is rejected here, naming the field: e.g.
+``outer.lr_form: gamma`` where γ is pinned to 0 (the step would be 0), ``inner.optimizer: adam``
+for a strategy whose inner loop is a Langevin chain, per-replica initial seeds for a strategy
+whose replicas share one anchor, or a cosine schedule with milestones.
 """
 from __future__ import annotations
 
@@ -22,18 +27,27 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-STRATEGIES = ("entropy-sgd", "parle", "elastic-sgd", "sgd")
+STRATEGIES = ("entropy-sgd", "parle", "elastic-sgd", "sgd", "replicated-sgd")
 MODEL_NAMES = ("mnistfc", "lenet", "allcnn-bn", "char-lstm", "mlp")
 COMM_DTYPES = ("float32", "bfloat16", "float16")
 DATASET_NAMES = ("fashion-mnist", "mnist", "idx", "cifar10", "text", "synthetic", "synthetic-text")
 
 
-# What each baseline strategy pins (DESIGN.md §4 special cases). Setting one of these fields
-# explicitly to another value is an error; leaving it out takes the pinned value.
+INNER_OPTIMIZERS = ("sgd", "adam")
+LR_SCHEDULES = ("step", "cosine")
+
+# What each baseline strategy pins (the special cases in the README's strategy table). Setting
+# one of these fields explicitly to another value is an error; leaving it out takes the pinned value.
 FORCED: dict[str, dict[str, dict[str, float]]] = {
     "sgd": {"inner": {"gamma0": 0.0, "noise": 0.0, "alpha": 1.0}, "outer": {"lr": 1.0, "momentum": 0.0}},
     "elastic-sgd": {"inner": {"gamma0": 0.0, "noise": 0.0, "alpha": 1.0}, "outer": {"lr": 1.0, "momentum": 0.0}},
+    "replicated-sgd": {"inner": {"gamma0": 0.0, "noise": 0.0, "alpha": 1.0}, "outer": {"lr": 1.0, "momentum": 0.0}},
 }
+# Strategies whose replicas each keep their own anchor x^a (the others share one anchor x).
+PER_REPLICA_ANCHORS = ("parle", "elastic-sgd", "replicated-sgd")
+# Strategies whose inner loop is plain minibatch descent (γ = 0, ε = 0, α = 1 pinned): the only
+# ones where another inner optimizer (Adam) means something; the others run a Langevin chain.
+PLAIN_INNER_LOOP = tuple(FORCED)
 
 
 class SpecError(ValueError):
@@ -74,6 +88,27 @@ class InnerSpec(_Section):
     momentum: float = Field(0.0, ge=0.0, lt=1.0, description="momentum on the inner gradient g")
     nesterov: bool = False
     weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="λ: L2 term added to g (inner loop only)")
+    optimizer: Literal[INNER_OPTIMIZERS] = Field(  # type: ignore[valid-type]
+        "sgd", description="the inner step: sgd (the Langevin/SGD kernel) or adam (torch.optim.Adam's step, "
+                           "state kept per replica; strategies sgd, elastic-sgd, replicated-sgd only)")
+    adam_beta1: float = Field(0.9, ge=0.0, lt=1.0, description="Adam's β1 (inner.optimizer adam)")
+    adam_beta2: float = Field(0.999, ge=0.0, lt=1.0, description="Adam's β2 (inner.optimizer adam)")
+    adam_eps: float = Field(1e-8, gt=0.0, le=1.0, description="Adam's ε in the denominator (inner.optimizer adam)")
+
+    @model_validator(mode="after")
+    def _optimizer(self) -> "InnerSpec":
+        if self.optimizer == "adam":
+            if self.momentum != 0.0:
+                raise ValueError("inner.momentum: Adam keeps its own first moment (inner.adam_beta1); "
+                                 f"leave inner.momentum at 0 with inner.optimizer adam (got {self.momentum!r})")
+            if self.nesterov:
+                raise ValueError("inner.nesterov: not an Adam option; leave it out with inner.optimizer adam")
+        else:
+            for key, default in (("adam_beta1", 0.9), ("adam_beta2", 0.999), ("adam_eps", 1e-8)):
+                if getattr(self, key) != default:
+                    raise ValueError(f"inner.{key}: only inner.optimizer adam uses it (inner.optimizer is "
+                                     f"{self.optimizer}; got {getattr(self, key)!r})")
+        return self
 
 
 class OuterSpec(_Section):
@@ -83,9 +118,14 @@ class OuterSpec(_Section):
     momentum: float = Field(0.0, ge=0.0, lt=1.0)
     nesterov: bool = False
     lr_form: Literal["direct", "gamma"] = Field(
-        "direct", description="direct: x ← x − η (x − μ̄); gamma (paper form): x ← x − η γ_t (x − μ̄)")
+        "direct", description="direct: x ← x − η (x − μ̄); gamma (paper form): x ← x − η γ_t (x − μ̄); "
+                              "for Parle only the entropy term is weighted: d_a = γ_t (x^a − μ_a) + ρ_t (x^a − x̄)")
+    schedule: Literal[LR_SCHEDULES] = Field(  # type: ignore[valid-type]
+        "step", description="step: × lr_factor after each milestone; cosine: annealed over the budget "
+                            "(train.outer_steps, or epochs x nb) from 1 to lr_min_factor (the same LR the step schedule scales)")
     milestones: tuple[float, ...] = Field((), description="epochs after which η is multiplied by lr_factor")
     lr_factor: float = Field(0.1, gt=0.0, le=1.0)
+    lr_min_factor: float = Field(0.0, ge=0.0, le=1.0, description="cosine: the LR's final multiple")
 
     @model_validator(mode="after")
     def _check(self) -> "OuterSpec":
@@ -93,6 +133,16 @@ class OuterSpec(_Section):
             raise ValueError("outer.nesterov: needs outer.momentum > 0")
         if any(m <= 0 for m in self.milestones) or list(self.milestones) != sorted(self.milestones):
             raise ValueError("outer.milestones: must be positive and increasing")
+        if self.schedule == "cosine":
+            if self.milestones:
+                raise ValueError("outer.milestones: the cosine schedule has no milestones; leave them out "
+                                 "(or use outer.schedule step)")
+            if self.lr_factor != 0.1:
+                raise ValueError("outer.lr_factor: the step schedule's factor; the cosine schedule ends at "
+                                 f"outer.lr_min_factor instead (got {self.lr_factor!r})")
+        elif self.lr_min_factor != 0.0:
+            raise ValueError("outer.lr_min_factor: only outer.schedule cosine uses it "
+                             f"(got {self.lr_min_factor!r})")
         return self
 
 
@@ -102,6 +152,15 @@ class ElasticSpec(_Section):
     rho0: float = Field(1.0, ge=0.0, le=1e6)
     rho1: float = Field(0.0, ge=0.0, le=10.0)
     rho_max: float | None = Field(None, ge=0.0)
+
+
+class InitSpec(_Section):
+    """Where the replicas start."""
+
+    per_replica_seeds: bool = Field(
+        False, description="each replica's initial weights from its own seed (as the official Parle code); "
+                           "x̄ is their mean. Replica 0 keeps the job's initial weights. Strategies with one "
+                           "anchor per replica only (parle, elastic-sgd, replicated-sgd)")
 
 
 class TrainSpec(_Section):
@@ -167,6 +226,7 @@ class JobSpec(_Section):
     inner: InnerSpec = InnerSpec()
     outer: OuterSpec = OuterSpec()
     elastic: ElasticSpec = ElasticSpec()
+    init: InitSpec = InitSpec()
     train: TrainSpec = TrainSpec(outer_steps=100)
     resources: ResourceSpec = ResourceSpec()
     checkpoint: CheckpointSpec = CheckpointSpec()
@@ -188,6 +248,18 @@ class JobSpec(_Section):
                 if key in sec.model_fields_set and getattr(sec, key) != value:
                     raise ValueError(f"{section}.{key}: strategy {self.strategy} runs with {section}.{key} = "
                                      f"{value:g}; leave it out (got {getattr(sec, key)!r})")
+        gamma0 = FORCED.get(self.strategy, {}).get("inner", {}).get("gamma0", self.inner.gamma0)
+        if self.outer.lr_form == "gamma" and gamma0 == 0.0:
+            raise ValueError(f"outer.lr_form: gamma multiplies the entropy step by γ_t, and γ is 0 here "
+                             f"(strategy {self.strategy}, inner.gamma0 = 0), so nothing would move; use direct")
+        if self.inner.optimizer != "sgd" and self.strategy not in PLAIN_INNER_LOOP:
+            raise ValueError(f"inner.optimizer: {self.inner.optimizer} replaces plain minibatch steps, so it goes "
+                             f"with strategies {', '.join(PLAIN_INNER_LOOP)}; strategy {self.strategy} runs a "
+                             "Langevin chain (SGLD), which an adaptive step would no longer be")
+        if self.init.per_replica_seeds and self.strategy not in PER_REPLICA_ANCHORS:
+            raise ValueError(f"init.per_replica_seeds: strategy {self.strategy} sends all replicas one shared "
+                             f"anchor; separate starts need a strategy with one anchor per replica "
+                             f"({', '.join(PER_REPLICA_ANCHORS)})")
         return self
 
     def resolved(self) -> "JobSpec":

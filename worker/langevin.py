@@ -20,19 +20,34 @@ functional kernels. There are two implementations with identical results: a per-
 (the readable reference) and a ``torch._foreach_*`` one (fewer kernel launches); a test checks
 that they agree. The engine calls them with one flat tensor per list; the standalone
 :class:`worker.optim.EntropySGD` calls them with one tensor per parameter.
+
+Two further kernels serve the strategies whose inner loop is plain minibatch descent
+(γ = 0, ε = 0, α = 1):
+
+* :func:`adam_inner_step` — ``inner.optimizer: adam``: torch's own Adam kernel (the one
+  ``torch.optim.Adam.step`` runs, L2 weight decay λ added to g as there), then the same μ update.
+  The Entropy-SGD paper's char-LSTM baseline is Adam.
+* :func:`add_coupling` — Replicated-SGD's elastic term ``g ← g + c (x' − x̄)``: the gradient of
+  ``(c/2)‖x' − x̄‖²`` toward the replicas' centre, added to the minibatch gradient *before* the
+  optimizer (so it passes through momentum / Adam's moments and is scaled by the step size).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import Tensor
 
 
 @dataclass(frozen=True)
 class InnerParams:
-    """The hyperparameters of one round of inner steps (γ already scoped by the coordinator)."""
+    """The hyperparameters of one round of inner steps (γ already scoped by the coordinator).
+
+    ``optimizer`` "adam" replaces the Langevin/SGD kernel by Adam (``adam_*``; γ, ε and momentum
+    are then 0). ``coupling`` > 0 (Replicated-SGD) adds ``coupling · (x' − center)`` to the first
+    inner step's gradient; ``center`` is the replicas' mean x̄ (parameters only, float32)."""
 
     steps: int
     lr: float
@@ -42,6 +57,12 @@ class InnerParams:
     momentum: float = 0.0
     nesterov: bool = False
     weight_decay: float = 0.0
+    optimizer: str = "sgd"
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_eps: float = 1e-8
+    coupling: float = 0.0
+    center: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 def langevin_step(
@@ -119,3 +140,45 @@ def _multi_tensor(params, grads, anchors, mus, bufs, *, lr, gamma, noise, alpha,
         eps = [torch.randn(p.shape, generator=generator, device=p.device, dtype=p.dtype) for p in params]
         torch._foreach_add_(params, eps, alpha=_noise_scale(lr, noise))
     torch._foreach_lerp_(mus, params, alpha)
+
+
+def adam_inner_step(
+    params: list[Tensor],
+    grads: list[Tensor],
+    mus: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    steps: list[Tensor],
+    *,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    alpha: float,
+    weight_decay: float = 0.0,
+) -> None:
+    """One Adam step on ``params`` (x') followed by ``μ ← (1 − α) μ + α x'``.
+
+    The step is torch's functional ``adam`` — the kernel ``torch.optim.Adam.step`` calls, with
+    the same defaults (no AMSGrad, L2 weight decay added to g, foreach chosen by device) — so a
+    replica with K = 1, L = 1 is ``torch.optim.Adam`` step for step. ``exp_avgs``,
+    ``exp_avg_sqs`` and the scalar ``steps`` tensors are the optimizer state (mutated in place;
+    the replica keeps them across rounds and checkpoints them)::
+
+        g ← g + λ x' ;  m ← β1 m + (1 − β1) g ;  v ← β2 v + (1 − β2) g² ;  k ← k + 1
+        x' ← x' − η' (m / (1 − β1^k)) / (sqrt(v / (1 − β2^k)) + ε_adam)
+    """
+    from torch.optim.adam import adam
+
+    with torch.no_grad():
+        adam(params, grads, exp_avgs, exp_avg_sqs, [], steps, amsgrad=False, beta1=beta1, beta2=beta2,
+             lr=lr, weight_decay=weight_decay, eps=eps, maximize=False)
+        torch._foreach_lerp_(mus, params, alpha)
+
+
+def add_coupling(grads: list[Tensor], params: list[Tensor], centers: list[Tensor], coupling: float) -> None:
+    """``g ← g + c (x' − x̄)`` in place: the gradient of the elastic energy ``(c/2)‖x' − x̄‖²``
+    that pulls a replica toward the replicas' centre x̄ (Replicated-SGD). x̄ is held fixed (it
+    is the mean, not a variable being trained), as in the reference implementation."""
+    with torch.no_grad():
+        torch._foreach_add_(grads, torch._foreach_sub(params, centers), alpha=coupling)

@@ -8,9 +8,10 @@ from coordinator.strategies.base import ReplicaFailure, RoundResult, Strategy
 from coordinator.strategies.elastic_sgd import ElasticSGD
 from coordinator.strategies.entropy_sgd import EntropySGD
 from coordinator.strategies.parle import Parle
+from coordinator.strategies.replicated_sgd import ReplicatedSGD
 from coordinator.strategies.sgd import SGD
 
-STRATEGIES: dict[str, type[Strategy]] = {cls.name: cls for cls in (EntropySGD, Parle, ElasticSGD, SGD)}
+STRATEGIES: dict[str, type[Strategy]] = {cls.name: cls for cls in (EntropySGD, Parle, ElasticSGD, SGD, ReplicatedSGD)}
 
 
 def make_strategy(spec: JobSpec, init_state: torch.Tensor, num_params: int) -> Strategy:

@@ -3,7 +3,7 @@
 The round loop (coordinator.engine) is written once; a strategy only answers
 
 * ``anchors()``      — the weights to send: one shared vector, or one per replica;
-* ``round_params(t)`` — the inner-loop hyperparameters for round ``t`` (γ scoped here);
+* ``round_params(t)`` — the inner-loop hyperparameters for round ``t`` (γ scoped, LR scheduled here);
 * ``aggregate(t, results, failures)`` — the outer step; failed replicas are passed explicitly;
 * ``reference()``    — the model this job produces (the shared anchor, or Parle's x̄).
 
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from coordinator.outer import scoped
+from coordinator.outer import cosine_factor, scoped
 from coordinator.spec import JobSpec
 from worker.langevin import InnerParams
 
@@ -56,6 +56,13 @@ class Strategy(ABC):
         self.num_params = num_params
         self.replicas = spec.replicas
         self._lr_factor = 1.0
+        self.budget: int | None = self.spec.train.outer_steps  # outer steps the cosine schedule spans
+
+    def set_budget(self, total: int) -> None:
+        """The job's budget in outer steps, for the cosine schedule. Taken from
+        ``train.outer_steps`` by default; a budget in epochs (``nb`` outer steps each, known to
+        the engine only) needs the engine to pass its total here."""
+        self.budget = int(total)
 
     # ----- per round ----------------------------------------------------------------------
     def gamma(self, t: int) -> float:
@@ -70,15 +77,28 @@ class Strategy(ABC):
         f = self._lr_factor
         return (f, 1.0) if self.schedule_scales == "outer" else (1.0, f)
 
+    def schedule_factor(self, t: int, lr_factor: float = 1.0) -> float:
+        """The LR multiplier for round ``t``. The step schedule's (``lr_factor``) is counted by
+        the engine from the milestones and passed in; the cosine schedule has no milestones (the
+        engine passes 1) and is computed here over the budget (:meth:`set_budget`)."""
+        o = self.spec.outer
+        if o.schedule == "cosine":
+            if self.budget is None:
+                raise RuntimeError("outer.schedule cosine: the budget in outer steps is unknown "
+                                   "(train.epochs given and no Strategy.set_budget call)")
+            return lr_factor * cosine_factor(t, self.budget, o.lr_min_factor)
+        return lr_factor
+
     def round_params(self, t: int, lr_factor: float = 1.0) -> InnerParams:
-        """Inner hyperparameters for round ``t``; ``lr_factor`` is the LR schedule's multiplier."""
-        self._lr_factor = lr_factor
+        """Inner hyperparameters for round ``t``; ``lr_factor`` is the step schedule's multiplier."""
+        self._lr_factor = self.schedule_factor(t, lr_factor)
         outer_f, inner_f = self._factors()
         self.set_outer_lr(self.spec.outer.lr * outer_f)
         i = self.spec.inner
         return InnerParams(steps=i.steps, lr=i.lr * inner_f, gamma=self.gamma(t), noise=i.noise,
                            alpha=i.alpha, momentum=i.momentum, nesterov=i.nesterov,
-                           weight_decay=i.weight_decay)
+                           weight_decay=i.weight_decay, optimizer=i.optimizer, adam_beta1=i.adam_beta1,
+                           adam_beta2=i.adam_beta2, adam_eps=i.adam_eps)
 
     def round_values(self, t: int) -> dict:
         """Scalars worth recording for round ``t`` (γ, learning rates)."""

@@ -5,10 +5,26 @@ reference ``x̄ = mean_a x^a`` pulls them together with a coupling ρ that grows
 
     d_a = s · (x^a − μ_a) + ρ_t (x^a − x̄) ;   x^a ← SGD_a(x^a, d_a) ;   x̄ ← mean_a x^a
 
+``s`` comes from ``outer.lr_form`` and weights the entropy term only:
+
+* ``direct`` (default, s = 1): ``x^a ← x^a − η ((x^a − μ_a) + ρ_t (x^a − x̄))`` — the official
+  Parle code's update: the entropy term weighs 1 against ρ_t, whatever γ_t is (γ acts only
+  inside the chain).
+* ``gamma`` (s = γ_t, the paper's form): ``x^a ← x^a − η (γ_t (x^a − μ_a) + ρ_t (x^a − x̄))``,
+  i.e. η times the gradient of the local entropy (γ_t (x − ⟨x'⟩)) plus that of the elastic
+  energy (ρ_t/2)‖x^a − x̄‖², with γ and ρ the coupling strengths that grow with t. A
+  hand-computed two-round example pins it down (tests/test_paper_options.py).
+
+With outer momentum, ``SGD_a`` applies it to ``d_a`` (the whole pseudo-gradient).
+
 Replicas talk once per L minibatches; the trained model is ``x̄``. The K anchors are rows of
 one ``(K, P)`` tensor and ``SGD_a`` is one stock ``torch.optim.SGD`` over it: SGD acts
 elementwise, so this is exactly K independent optimizers, stepped with one kernel.
 With K = 1 and ρ = 0 this is Entropy-SGD (tested).
+
+All replicas start from the job's initial weights, or, with ``init.per_replica_seeds`` (as the
+official Parle code, which seeds each replica's process differently), from one ``(K, S)`` start
+per replica (``coordinator.evaluate.Evaluator.initial_state``); x̄ is then their mean.
 
 Membership changes (``resize``, between rounds) keep the surviving rows with their outer
 momentum and give each new replica the reference ``x̄`` and a zero momentum buffer, so a
@@ -28,7 +44,12 @@ class Parle(Strategy):
 
     def __init__(self, spec, init_state: torch.Tensor, num_params: int):
         super().__init__(spec, init_state, num_params)
-        self.states = init_state.detach().float().reshape(1, -1).repeat(self.replicas, 1).contiguous()
+        if init_state.dim() == 2:  # one start per replica (init.per_replica_seeds)
+            if init_state.shape[0] != self.replicas:
+                raise ValueError(f"{self.name}: {init_state.shape[0]} initial states for {self.replicas} replicas")
+            self.states = init_state.detach().float().clone().contiguous()
+        else:
+            self.states = init_state.detach().float().reshape(1, -1).repeat(self.replicas, 1).contiguous()
         self.x = self.states[:, :num_params]
         o = self.spec.outer
         self.opt = make_outer_optimizer([self.x], lr=o.lr, momentum=o.momentum, nesterov=o.nesterov)

@@ -42,7 +42,7 @@ class DatasetSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., path: _Optional[str] = ..., fraction: _Optional[float] = ..., train_subset: _Optional[int] = ..., test_subset: _Optional[int] = ..., seq_len: _Optional[int] = ...) -> None: ...
 
 class InnerSpec(_message.Message):
-    __slots__ = ("steps", "lr", "noise", "alpha", "gamma0", "gamma1", "gamma_max", "momentum", "nesterov", "weight_decay")
+    __slots__ = ("steps", "lr", "noise", "alpha", "gamma0", "gamma1", "gamma_max", "momentum", "nesterov", "weight_decay", "optimizer", "adam_beta1", "adam_beta2", "adam_eps")
     STEPS_FIELD_NUMBER: _ClassVar[int]
     LR_FIELD_NUMBER: _ClassVar[int]
     NOISE_FIELD_NUMBER: _ClassVar[int]
@@ -53,6 +53,10 @@ class InnerSpec(_message.Message):
     MOMENTUM_FIELD_NUMBER: _ClassVar[int]
     NESTEROV_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_DECAY_FIELD_NUMBER: _ClassVar[int]
+    OPTIMIZER_FIELD_NUMBER: _ClassVar[int]
+    ADAM_BETA1_FIELD_NUMBER: _ClassVar[int]
+    ADAM_BETA2_FIELD_NUMBER: _ClassVar[int]
+    ADAM_EPS_FIELD_NUMBER: _ClassVar[int]
     steps: int
     lr: float
     noise: float
@@ -63,23 +67,31 @@ class InnerSpec(_message.Message):
     momentum: float
     nesterov: bool
     weight_decay: float
-    def __init__(self, steps: _Optional[int] = ..., lr: _Optional[float] = ..., noise: _Optional[float] = ..., alpha: _Optional[float] = ..., gamma0: _Optional[float] = ..., gamma1: _Optional[float] = ..., gamma_max: _Optional[float] = ..., momentum: _Optional[float] = ..., nesterov: _Optional[bool] = ..., weight_decay: _Optional[float] = ...) -> None: ...
+    optimizer: str
+    adam_beta1: float
+    adam_beta2: float
+    adam_eps: float
+    def __init__(self, steps: _Optional[int] = ..., lr: _Optional[float] = ..., noise: _Optional[float] = ..., alpha: _Optional[float] = ..., gamma0: _Optional[float] = ..., gamma1: _Optional[float] = ..., gamma_max: _Optional[float] = ..., momentum: _Optional[float] = ..., nesterov: _Optional[bool] = ..., weight_decay: _Optional[float] = ..., optimizer: _Optional[str] = ..., adam_beta1: _Optional[float] = ..., adam_beta2: _Optional[float] = ..., adam_eps: _Optional[float] = ...) -> None: ...
 
 class OuterSpec(_message.Message):
-    __slots__ = ("lr", "momentum", "nesterov", "lr_form", "milestones", "lr_factor")
+    __slots__ = ("lr", "momentum", "nesterov", "lr_form", "milestones", "lr_factor", "schedule", "lr_min_factor")
     LR_FIELD_NUMBER: _ClassVar[int]
     MOMENTUM_FIELD_NUMBER: _ClassVar[int]
     NESTEROV_FIELD_NUMBER: _ClassVar[int]
     LR_FORM_FIELD_NUMBER: _ClassVar[int]
     MILESTONES_FIELD_NUMBER: _ClassVar[int]
     LR_FACTOR_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULE_FIELD_NUMBER: _ClassVar[int]
+    LR_MIN_FACTOR_FIELD_NUMBER: _ClassVar[int]
     lr: float
     momentum: float
     nesterov: bool
     lr_form: str
     milestones: _containers.RepeatedScalarFieldContainer[float]
     lr_factor: float
-    def __init__(self, lr: _Optional[float] = ..., momentum: _Optional[float] = ..., nesterov: _Optional[bool] = ..., lr_form: _Optional[str] = ..., milestones: _Optional[_Iterable[float]] = ..., lr_factor: _Optional[float] = ...) -> None: ...
+    schedule: str
+    lr_min_factor: float
+    def __init__(self, lr: _Optional[float] = ..., momentum: _Optional[float] = ..., nesterov: _Optional[bool] = ..., lr_form: _Optional[str] = ..., milestones: _Optional[_Iterable[float]] = ..., lr_factor: _Optional[float] = ..., schedule: _Optional[str] = ..., lr_min_factor: _Optional[float] = ...) -> None: ...
 
 class ElasticSpec(_message.Message):
     __slots__ = ("rho0", "rho1", "rho_max")
@@ -90,6 +102,12 @@ class ElasticSpec(_message.Message):
     rho1: float
     rho_max: float
     def __init__(self, rho0: _Optional[float] = ..., rho1: _Optional[float] = ..., rho_max: _Optional[float] = ...) -> None: ...
+
+class InitSpec(_message.Message):
+    __slots__ = ("per_replica_seeds",)
+    PER_REPLICA_SEEDS_FIELD_NUMBER: _ClassVar[int]
+    per_replica_seeds: bool
+    def __init__(self, per_replica_seeds: _Optional[bool] = ...) -> None: ...
 
 class TrainSpec(_message.Message):
     __slots__ = ("batch_size", "epochs", "outer_steps", "eval_every", "seed", "max_replica_failures", "min_replicas")
@@ -142,7 +160,7 @@ class CommSpec(_message.Message):
     def __init__(self, dtype: _Optional[str] = ...) -> None: ...
 
 class JobSpec(_message.Message):
-    __slots__ = ("name", "model", "dataset", "strategy", "replicas", "inner", "outer", "elastic", "train", "resources", "checkpoint", "flatness", "comm")
+    __slots__ = ("name", "model", "dataset", "strategy", "replicas", "inner", "outer", "elastic", "train", "resources", "checkpoint", "flatness", "comm", "init")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
@@ -156,6 +174,7 @@ class JobSpec(_message.Message):
     CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
     FLATNESS_FIELD_NUMBER: _ClassVar[int]
     COMM_FIELD_NUMBER: _ClassVar[int]
+    INIT_FIELD_NUMBER: _ClassVar[int]
     name: str
     model: str
     dataset: DatasetSpec
@@ -169,7 +188,8 @@ class JobSpec(_message.Message):
     checkpoint: CheckpointSpec
     flatness: FlatnessSpec
     comm: CommSpec
-    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., dataset: _Optional[_Union[DatasetSpec, _Mapping]] = ..., strategy: _Optional[str] = ..., replicas: _Optional[int] = ..., inner: _Optional[_Union[InnerSpec, _Mapping]] = ..., outer: _Optional[_Union[OuterSpec, _Mapping]] = ..., elastic: _Optional[_Union[ElasticSpec, _Mapping]] = ..., train: _Optional[_Union[TrainSpec, _Mapping]] = ..., resources: _Optional[_Union[ResourceSpec, _Mapping]] = ..., checkpoint: _Optional[_Union[CheckpointSpec, _Mapping]] = ..., flatness: _Optional[_Union[FlatnessSpec, _Mapping]] = ..., comm: _Optional[_Union[CommSpec, _Mapping]] = ...) -> None: ...
+    init: InitSpec
+    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., dataset: _Optional[_Union[DatasetSpec, _Mapping]] = ..., strategy: _Optional[str] = ..., replicas: _Optional[int] = ..., inner: _Optional[_Union[InnerSpec, _Mapping]] = ..., outer: _Optional[_Union[OuterSpec, _Mapping]] = ..., elastic: _Optional[_Union[ElasticSpec, _Mapping]] = ..., train: _Optional[_Union[TrainSpec, _Mapping]] = ..., resources: _Optional[_Union[ResourceSpec, _Mapping]] = ..., checkpoint: _Optional[_Union[CheckpointSpec, _Mapping]] = ..., flatness: _Optional[_Union[FlatnessSpec, _Mapping]] = ..., comm: _Optional[_Union[CommSpec, _Mapping]] = ..., init: _Optional[_Union[InitSpec, _Mapping]] = ...) -> None: ...
 
 class JobError(_message.Message):
     __slots__ = ("code", "message", "replica", "round", "root_cause")
