@@ -84,6 +84,8 @@ BINDS=()
 for v in $( (pip config list 2>/dev/null; env | grep '^PIP_') | sed "s/^[^=]*=//; s/'//g"); do
     p=${v#file://}
     case "$p" in /*) ;; *) continue;; esac
+    # a file:// index's pages link to files beside it (PREFIX/simple -> PREFIX/files): mount PREFIX
+    [ "$p" != "$v" ] && [ "$(basename "$p")" = simple ] && p=$(dirname "$p")
     if [ -d "$p" ]; then BINDS+=("$p"); elif [ -f "$p" ]; then copy "$p"; fi
 done
 ENVS=(HOME=/root LANG=C.UTF-8 TERM=dumb PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
@@ -101,6 +103,7 @@ inside() {  # inside NAME COMMAND: prints "NAME: exit S in T s"
     set +e
     unshare --mount --pid --fork --kill-child --propagation private bash -euc '
         R=$1; shift
+        mount --bind "$R" "$R"          # the root is a mount point, as / is (ip netns needs it)
         mount -t proc proc "$R/proc"
         mount -t sysfs sysfs "$R/sys"
         mount --rbind /dev "$R/dev"
