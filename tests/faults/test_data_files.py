@@ -77,12 +77,26 @@ CASES = [idx_truncated, idx_garbage, idx_gzip_truncated, cifar_garbage, cifar_tr
 
 
 @pytest.fixture(scope="module")
-def stub(tmp_path_factory):
+def server(tmp_path_factory):
     srv = ServerProcess(tmp_path_factory.mktemp("datafiles"), "--num-cpus", "2", env={"RAY_ADDRESS": "local"})
-    channel = srv.channel()
+    yield srv
+    assert srv.terminate() == 0, srv.read_log()[-3000:]
+
+
+@pytest.fixture(scope="module")
+def stub(server):
+    channel = server.channel()
     yield jobs_pb2_grpc.JobServiceStub(channel)
     channel.close()
-    assert srv.terminate() == 0, srv.read_log()[-3000:]
+
+
+@pytest.fixture()
+def data_dir(server, request):
+    """A fresh folder for this test's files under DATA_DIR/datasets: one of the server's
+    default data roots, the only places a job's dataset.path may name (worker/data/roots.py)."""
+    folder = server.data_dir / "datasets" / request.node.name.replace("[", "-").replace("]", "")
+    folder.mkdir(parents=True)
+    return folder
 
 
 def spec_for(dataset: str, path) -> dict:
@@ -92,9 +106,9 @@ def spec_for(dataset: str, path) -> dict:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.__name__ for c in CASES])
-def test_a_garbage_data_file_fails_the_job_with_data_naming_the_file(stub, tmp_path, case):
-    dataset, file_name, what = case(tmp_path)
-    path = tmp_path / file_name if dataset == "text" else tmp_path
+def test_a_garbage_data_file_fails_the_job_with_data_naming_the_file(stub, data_dir, case):
+    dataset, file_name, what = case(data_dir)
+    path = data_dir / file_name if dataset == "text" else data_dir
     start = time.monotonic()
     job = create(stub, spec_for(dataset, path))
     events = follow(stub, job.name)
@@ -102,7 +116,7 @@ def test_a_garbage_data_file_fails_the_job_with_data_naming_the_file(stub, tmp_p
     final = stub.GetJob(pb.GetJobRequest(name=job.name), timeout=10)
     assert final.state == pb.FAILED and final.error.code == "DATA", final
     assert file_name in final.error.message and what in final.error.message, final.error.message
-    assert str(tmp_path) in final.error.message  # the full path, not just a name
+    assert str(data_dir) in final.error.message  # the full path, not just a name
     assert [e.error.code for e in events if e.HasField("error")] == ["DATA"]
     assert not any(e.HasField("progress") for e in events)  # failed before any round
     report_fault(fault=f"garbage data file via the API: {case.__name__.replace('_', ' ')}", count=1,
@@ -111,9 +125,9 @@ def test_a_garbage_data_file_fails_the_job_with_data_naming_the_file(stub, tmp_p
                  test=f"tests/faults/test_data_files.py::test_a_garbage_data_file_fails_the_job_with_data_naming_the_file[{case.__name__}]")
 
 
-def test_the_server_still_runs_good_jobs_after_bad_data(stub, tmp_path):
-    write_idx_dir(tmp_path, n_train=64, n_test=16)
-    job = create(stub, spec_for("idx", tmp_path))
+def test_the_server_still_runs_good_jobs_after_bad_data(stub, data_dir):
+    write_idx_dir(data_dir, n_train=64, n_test=16)
+    job = create(stub, spec_for("idx", data_dir))
     follow(stub, job.name)
     final = stub.GetJob(pb.GetJobRequest(name=job.name), timeout=10)
     assert final.state == pb.SUCCEEDED, final.error

@@ -1,17 +1,15 @@
 """Core types shared by every loader: :class:`DataError`, :class:`Dataset` and helpers.
 
 A :class:`Dataset` keeps its data compactly in numpy (uint8 images, small integer token
-ids) and converts it to torch tensors per batch in :meth:`Dataset.batch`.  The helpers here
-(:func:`_read_file`, :func:`_channel_stats`) are used by more than one loader family.
+ids) and converts it to torch tensors per batch in :meth:`Dataset.batch`.  The helper
+:func:`_channel_stats` is used by more than one loader family; files are read through
+:mod:`.bounded`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import gzip
-import zlib
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -118,25 +116,6 @@ class Dataset:
             if idx is not None:
                 changes[f"{split}_x"], changes[f"{split}_y"] = x[idx], y[idx]
         return dataclasses.replace(self, **changes)
-
-
-
-def _read_file(path: Path) -> bytes:
-    """Read a file, transparently gunzipping it (detected by the gzip magic bytes)."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    if data[:2] == b"\x1f\x8b":
-        try:
-            return gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise DataError(f"{path} is a truncated or corrupt gzip file ({exc}); "
-                            f"replace it with a fresh copy") from exc
-    if path.suffix == ".gz":
-        raise DataError(f"{path} is named .gz but is not a gzip file; replace it with a fresh copy")
-    return data
-
 
 
 def _channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -2,18 +2,23 @@
 
 These batches are Python pickles of dicts holding a uint8 ``data`` array and a ``labels``
 list.  Unpickling can execute arbitrary code, and the files come from outside the project,
-so they are read with a restricted unpickler that only rebuilds numpy arrays and plain
-containers and refuses any other global.  No copy exists offline; the user supplies a path.
+so they are never unpickled: :mod:`.safepickle` interprets the opcodes itself and builds only
+plain values and numeric arrays (any other global or code-running opcode is refused).  Each
+file is read whole, within the size cap of :mod:`.limits`, before it is parsed.  No copy
+exists offline; the user supplies a path.
 """
 
 from __future__ import annotations
 
-import pickle
+import os
 from pathlib import Path
 
 import numpy as np
 
+from . import safepickle
 from .base import DataError, Dataset
+from .bounded import BoundedFile
+from .roots import DataPolicy
 
 _CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 _CIFAR_TEST = "test_batch"
@@ -21,31 +26,6 @@ _CIFAR_HOWTO = ("extract cifar-10-python.tar.gz (the CIFAR-10 'python version', 
                 "https://www.cs.toronto.edu/~kriz/cifar.html) on a machine with network access "
                 "and pass path=<dir> containing data_batch_1..data_batch_5 and test_batch "
                 "(or the cifar-10-batches-py/ folder itself)")
-
-_PICKLE_ALLOWED = {
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "scalar"),
-    ("numpy.core.numeric", "_frombuffer"),
-    ("numpy._core.numeric", "_frombuffer"),
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("_codecs", "encode"),  # protocol-2 pickles written by Python 3 encode bytes this way
-}
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    """Unpickler that can only rebuild numpy arrays and plain containers.
-
-    Pickles can run arbitrary code; CIFAR batches only need ndarray reconstruction, so any
-    other global (``os.system``, ``builtins.eval``...) is refused.
-    """
-
-    def find_class(self, module: str, name: str):  # noqa: ANN201 - pickle API
-        if (module, name) in _PICKLE_ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"forbidden global {module}.{name}")
 
 
 def _get(batch: dict, key: str):
@@ -55,18 +35,18 @@ def _get(batch: dict, key: str):
     return batch.get(key)
 
 
-def _load_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def _load_cifar_batch(directory: Path, name: str, policy: DataPolicy) -> tuple[np.ndarray, np.ndarray]:
     """Load one CIFAR-10 batch file as ``(N, 3, 32, 32)`` uint8 and int64 labels."""
-    if not path.is_file():
-        raise DataError(f"missing CIFAR-10 batch file {path}; {_CIFAR_HOWTO}")
+    if not os.path.lexists(directory / name):
+        raise DataError(f"missing CIFAR-10 batch file {directory / name}; {_CIFAR_HOWTO}")
+    path = policy.child(directory, name)  # a link out of the roots: the common refusal
+    with BoundedFile(policy.open_file(path, "dataset.path"), str(path), policy.limits) as src:
+        raw = src.read_all(policy.limits.max_bytes, "a file")
     try:
-        with path.open("rb") as fh:
-            batch = _RestrictedUnpickler(fh, encoding="bytes").load()
-    except DataError:
-        raise
-    except Exception as exc:  # unpickling garbage can raise almost anything
-        raise DataError(f"{path} is not a valid CIFAR-10 python batch ({type(exc).__name__}: {exc}); "
-                        f"it is corrupt, truncated or unsafe; replace it with a fresh copy") from exc
+        batch = safepickle.loads(raw)
+    except safepickle.PickleRefused as exc:
+        raise DataError(f"{path} is not a valid CIFAR-10 python batch ({exc}); "
+                        f"it is corrupt, truncated or unsafe; replace it with a fresh copy") from None
     if not isinstance(batch, dict):
         raise DataError(f"{path} holds a {type(batch).__name__}, expected a dict with 'data' and 'labels'")
     data, labels = _get(batch, "data"), _get(batch, "labels")
@@ -84,17 +64,18 @@ def _load_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return data.reshape(-1, 3, 32, 32), labels
 
 
-def _load_cifar10(path: str | None) -> Dataset:
+def _load_cifar10(path: str | None, policy: DataPolicy | None = None) -> Dataset:
     """CIFAR-10 from the python-batch files in ``path`` (or ``path/cifar-10-batches-py``)."""
+    policy = policy or DataPolicy()
     if path is None:
         raise DataError(f"cifar10 needs path=<dir>; no copy exists offline here: {_CIFAR_HOWTO}")
-    directory = Path(path)
+    directory = policy.locate(path)
     if (directory / "cifar-10-batches-py").is_dir():
-        directory = directory / "cifar-10-batches-py"
+        directory = policy.child(directory, "cifar-10-batches-py")
     if not directory.is_dir():
         raise DataError(f"cifar10: {directory} is not a directory; {_CIFAR_HOWTO}")
-    train = [_load_cifar_batch(directory / name) for name in _CIFAR_TRAIN]
-    test_x, test_y = _load_cifar_batch(directory / _CIFAR_TEST)
+    train = [_load_cifar_batch(directory, name, policy) for name in _CIFAR_TRAIN]
+    test_x, test_y = _load_cifar_batch(directory, _CIFAR_TEST, policy)
     return Dataset(name="cifar10", kind="image",
                    train_x=np.concatenate([x for x, _ in train]),
                    train_y=np.concatenate([y for _, y in train]),

@@ -2,17 +2,25 @@
 
 IDX is the simple big-endian format of the MNIST web site (magic number, dimensions,
 raw bytes); files may be raw or gzip-compressed, as shipped by MNIST and by the Debian
-package ``dataset-fashion-mnist``.  Headers, dimensions and data lengths are checked so
-that truncated or mismatched files fail with a :class:`DataError` naming the file.
+package ``dataset-fashion-mnist``.  The header is read and checked first — magic, number of
+dimensions, no zero dimension, and the size the dimensions promise (exact Python integers)
+against the cap of :mod:`.limits` — before anything is allocated; then exactly the promised
+bytes are read (a gzip file is decompressed as a stream, never beyond that promise) and the
+file must end there.  Truncated, over-long or mismatched files fail with a
+:class:`DataError` naming the file.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 
-from .base import DataError, Dataset, _channel_stats, _read_file
+from .base import DataError, Dataset, _channel_stats
+from .bounded import BoundedFile
+from .limits import format_size
+from .roots import DataPolicy
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 
@@ -24,53 +32,80 @@ _IDX_FILES = {
 }
 _IDX_IMAGES_MAGIC = 0x00000803
 _IDX_LABELS_MAGIC = 0x00000801
+_IDX_UBYTE = 0x08
 
 
-def _parse_idx(data: bytes, path: Path, magic: int) -> np.ndarray:
-    """Parse an IDX file of unsigned bytes, checking magic, dims and data length."""
+def _parse_idx(src: BoundedFile, magic: int) -> np.ndarray:
+    """Read an IDX file of unsigned bytes from ``src``: magic, dims, exactly the data, the end."""
     what = "images" if magic == _IDX_IMAGES_MAGIC else "labels"
-    ndim = magic & 0xFF
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise DataError(f"{path} is too short for an IDX {what} header ({len(data)} bytes); "
+    head = src.read(4)
+    if len(head) < 4:
+        raise src.error(f"too short for an IDX {what} header ({len(head)} bytes); "
                         f"the file is truncated, replace it with a fresh copy")
-    found = int.from_bytes(data[:4], "big")
+    found = int.from_bytes(head, "big")
     if found != magic:
-        raise DataError(f"{path} has magic number 0x{found:08x}, expected 0x{magic:08x} "
+        raise src.error(f"magic number 0x{found:08x}, expected 0x{magic:08x} "
                         f"(IDX unsigned-byte {what}); it is not the right file")
-    dims = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
+    ndim = magic & 0xFF
+    raw_dims = src.read_exact(4 * ndim, "IDX header")
+    dims = tuple(int.from_bytes(raw_dims[4 * i:4 * i + 4], "big") for i in range(ndim))
     if any(d == 0 for d in dims):
-        raise DataError(f"{path} declares an empty array with dims {dims}")
-    expected = int(np.prod(dims, dtype=np.int64))
-    if len(data) - header != expected:
-        raise DataError(f"{path} holds {len(data) - header} data bytes but its header dims {dims} "
-                        f"need {expected}; the file is truncated or corrupt, replace it")
-    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
+        raise src.error(f"header declares an empty array with dims {dims}")
+    header = 4 + 4 * ndim
+    expected = 1
+    for d in dims:  # Python integers: no overflow, whatever the header says
+        expected *= d
+    shape = "x".join(str(d) for d in dims)
+    cap = src.cap - header
+    if expected > cap:
+        raise src.error(f"header promises {shape} = {format_size(expected)}, over the "
+                        f"{format_size(src.cap)} cap")
+    if not src.compressed and src.size_on_disk != header + expected:
+        held = src.size_on_disk - header
+        state = "truncated" if held < expected else "longer than its header says (corrupt)"
+        raise src.error(f"{held} data bytes but its header dims {dims} need {expected}; "
+                        f"the file is {state}, replace it")
+    data = np.empty(expected, dtype=np.uint8)
+    got = src.readinto(memoryview(data))
+    if got != expected:
+        raise src.error(f"{got} data bytes but its header dims {dims} need {expected}; "
+                        f"the file is truncated or corrupt, replace it")
+    src.expect_end(f"its header promises ({shape} = {format_size(expected)})")
+    return data.reshape(dims)
 
 
-def _find_idx_file(directory: Path, stem: str) -> Path:
-    """Locate ``stem`` or ``stem.gz`` (also the ``train-images.idx3-ubyte`` spelling)."""
+def _find_idx_file(directory: Path, stem: str, policy: DataPolicy) -> Path:
+    """Locate ``stem`` or ``stem.gz`` (also the ``train-images.idx3-ubyte`` spelling) in the
+    resolved ``directory``; returns its real path (inside the roots, else ConfinementError)."""
     dotted = stem[::-1].replace("-", ".", 1)[::-1]
     for name in (stem, stem + ".gz", dotted, dotted + ".gz"):
-        candidate = directory / name
-        if candidate.is_file():
-            return candidate
+        if os.path.lexists(directory / name):  # a link out of the roots is refused, dangling or not
+            return policy.child(directory, name)
     raise DataError(f"missing {stem}(.gz) in {directory}; put the four IDX files "
                     f"{', '.join(_IDX_FILES.values())} (raw or .gz) there")
 
 
+def _read_idx_file(path: Path, magic: int, policy: DataPolicy) -> np.ndarray:
+    fd = policy.open_file(path, "dataset.path")
+    with BoundedFile(fd, str(path), policy.limits) as src:
+        return _parse_idx(src, magic)
+
+
 def _load_idx(name: str, directory: Path, mean: tuple[float, ...] | None,
-              std: tuple[float, ...] | None, num_classes: int | None) -> Dataset:
-    """Load the four IDX files from ``directory``; mean/std None = compute from train."""
+              std: tuple[float, ...] | None, num_classes: int | None,
+              policy: DataPolicy | None = None) -> Dataset:
+    """Load the four IDX files from ``directory`` (already resolved by the policy); mean/std
+    None = compute from train."""
+    policy = policy or DataPolicy()
     if not directory.is_dir():
         raise DataError(f"{name}: {directory} is not a directory; it must contain "
                         f"{', '.join(_IDX_FILES.values())} (raw or .gz)")
     arrays: dict[str, np.ndarray] = {}
     paths: dict[str, Path] = {}
     for key, stem in _IDX_FILES.items():
-        paths[key] = _find_idx_file(directory, stem)
+        paths[key] = _find_idx_file(directory, stem, policy)
         magic = _IDX_IMAGES_MAGIC if key.endswith("_x") else _IDX_LABELS_MAGIC
-        arrays[key] = _parse_idx(_read_file(paths[key]), paths[key], magic)
+        arrays[key] = _read_idx_file(paths[key], magic, policy)
     for split in ("train", "test"):
         images, labels = arrays[f"{split}_x"], arrays[f"{split}_y"]
         if len(images) != len(labels):
@@ -94,4 +129,3 @@ def _load_idx(name: str, directory: Path, mean: tuple[float, ...] | None,
                    test_x=test_x, test_y=arrays["test_y"].astype(np.int64),
                    num_classes=num_classes, input_shape=tuple(int(d) for d in train_x.shape[1:]),
                    mean=mean, std=std)
-

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from .base import DataError, Dataset
+from .bounded import BoundedFile
+from .roots import BIBLE_NAME, DataPolicy
 
 BIBLE_PROGRAM = "/usr/bin/bible"
 BIBLE_RANGE = "Gen1:1-Rev22:21"
@@ -31,15 +33,24 @@ def cache_dir() -> Path:
     return Path(base) / "esgd"
 
 
-def _bible_text() -> str:
+def _read_text(file: Path, policy: DataPolicy) -> bytes:
+    """The bytes of the resolved text ``file``, at most ``policy.limits.max_text`` of them, read
+    in bounded chunks (over the cap: an error before anything is read where the size says so)."""
+    cap = policy.limits.max_text
+    with BoundedFile(policy.open_file(file, "dataset.path"), str(file), policy.limits, cap=cap, gzip=False) as src:
+        return src.read_all(cap, "text files")
+
+
+def _bible_text(policy: DataPolicy | None = None) -> str:
     """The King James Bible as plain text, one verse per line, via Debian's ``bible``.
 
     ``bible -f`` turns pretty-printing *off*, giving ``Ge1:1 In the beginning...`` lines;
     the verse references are stripped.  The result is cached in :func:`cache_dir`.
     """
     cache = cache_dir() / "bible-kjv.txt"
-    if cache.is_file():
-        return _decode_text(cache.read_bytes(), cache)
+    if cache.is_file():  # our own file: read under the size cap, wherever the cache is
+        unconfined = DataPolicy(limits=(policy or DataPolicy()).limits)
+        return _decode_text(_read_text(Path(os.path.realpath(cache)), unconfined), cache)
     if not os.access(BIBLE_PROGRAM, os.X_OK):
         raise DataError(f"text path 'bible-kjv' needs {BIBLE_PROGRAM}: run `apt-get install bible-kjv`")
     try:
@@ -100,22 +111,25 @@ def _text_dataset(name: str, text: str, seq_len: int, test_fraction: float = 0.1
                    input_shape=(seq_len,), mean=(), std=(), vocab=vocab)
 
 
-def _load_text(path: str | None, seq_len: int) -> Dataset:
-    """Character dataset from a UTF-8 file; the last 10% of characters is the test split."""
+def _load_text(path: str | None, seq_len: int, policy: DataPolicy | None = None) -> Dataset:
+    """Character dataset from a UTF-8 file; the last 10% of characters is the test split.
+
+    ``path="bible-kjv"`` is a name, not a file: the King James Bible from Debian (a file of
+    that name is ``./bible-kjv``). Any other path is located (and, with roots, confined) by
+    ``policy``."""
+    policy = policy or DataPolicy()
     if path is None:
         raise DataError("text needs path=<a UTF-8 text file> (or path='bible-kjv' for the King "
                         "James Bible from Debian package bible-kjv)")
-    if path == "bible-kjv" and not os.path.exists(path):
-        return _text_dataset("bible-kjv", _bible_text(), seq_len, source="bible-kjv")
-    file = Path(path)
+    if path == BIBLE_NAME:
+        return _text_dataset("bible-kjv", _bible_text(policy), seq_len, source="bible-kjv")
+    file = policy.locate(path)
     if not file.is_file():
+        if os.path.lexists(file):
+            os.close(policy.open_file(file, "dataset.path"))  # says why: not a regular file, unreadable
         raise DataError(f"text file {file} does not exist or is not a regular file; pass path= "
                         f"a UTF-8 text file (or 'bible-kjv' after `apt-get install bible-kjv`)")
-    try:
-        raw = file.read_bytes()
-    except OSError as exc:
-        raise DataError(f"cannot read text file {file}: {exc.strerror or exc}") from exc
+    raw = _read_text(file, policy)
     if not raw.strip():
         raise DataError(f"text file {file} is empty; use a file with some text")
     return _text_dataset("text", _decode_text(raw, file), seq_len, source=str(file))
-
