@@ -1,5 +1,6 @@
 """The standalone EntropySGD optimizer's contract: closure API, param_groups, state_dict, validation."""
 import copy
+import math
 
 import pytest
 import torch
@@ -93,3 +94,57 @@ def test_step_without_closure_is_an_error():
     model, _ = _problem()
     with pytest.raises(ValueError, match="closure"):
         EntropySGD(model.parameters()).step(None)
+
+
+# --------------------------------------------------------------------------- how people feed it
+def test_batch_cycle_never_runs_dry_reshuffles_and_counts_passes():
+    from torch.utils.data import DataLoader
+
+    from worker.optim import BatchCycle
+
+    torch.manual_seed(0)
+    loader = DataLoader(list(range(10)), batch_size=5, shuffle=True)
+    cycle = BatchCycle(loader)
+    passes = [sorted(torch.cat([next(cycle) for _ in range(2)]).tolist()) for _ in range(3)]
+    assert passes == [list(range(10))] * 3 and cycle.epochs == 3.0
+    orders = {tuple(torch.cat([next(cycle) for _ in range(2)]).tolist()) for _ in range(6)}
+    assert len(orders) > 1  # a shuffling loader reshuffles every pass
+    with pytest.raises(ValueError, match="no batches"):
+        BatchCycle([])
+
+
+def test_the_readme_snippet_runs_as_written():
+    """The README's "Using just the optimizer" block, executed as is: 10 effective epochs on a
+    loader of 8 batches are 4 steps of L = 20, and a plain iter(loader) would have run dry."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("## Using just the optimizer", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    assert scope["opt"].outer_steps == 4 and scope["batches"].epochs == 10.0
+    assert math.isfinite(float(scope["loss"]))
+
+
+@pytest.mark.slow
+def test_the_training_loop_example_learns_fashion_mnist():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.installed import need_path
+    from worker.data.idx import FASHION_MNIST_DIR
+
+    need_path(FASHION_MNIST_DIR, "data")
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, str(root / "examples" / "entropy_sgd_loop.py"), "--epochs", "2",
+                          "--train-subset", "2560", "--test-subset", "1000"],
+                         capture_output=True, text=True, timeout=600, cwd=root)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = [line for line in out.stdout.splitlines() if line.startswith("epoch")]
+    # 2,560 images of batch 128 are 20 batches a pass, and a step draws L = 20: one step a pass
+    steps = [int(line.split("step")[1].split()[0]) for line in lines]
+    errors = [float(line.split("test error")[1].split("%")[0]) for line in lines]
+    assert steps == [1, 2] and errors[-1] < 60.0 < 90.0  # chance is 90%

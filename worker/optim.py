@@ -14,17 +14,20 @@ model's parameters hold the updated anchor ``x`` when ``step`` returns. It runs 
 kernels as the distributed engine: :func:`worker.langevin.langevin_step` for the chain and
 torch's own SGD kernel (:func:`coordinator.outer.outer_sgd`) for the outer update.
 
-Example::
+Each step draws L minibatches, so a plain ``iter(loader)`` runs dry L times sooner than SGD's
+would: :class:`BatchCycle` re-iterates the loader at the end of each pass (a shuffling loader
+reshuffles) and counts the passes, which are the papers' *effective epochs*. Example::
 
     opt = EntropySGD(model.parameters(), lr=1.0, inner_lr=0.1, inner_steps=20)
-    batches = iter(loader)
+    batches = BatchCycle(loader)
     def closure():
         x, y = next(batches)
         opt.zero_grad()
         loss = F.cross_entropy(model(x), y)
         loss.backward()
         return loss
-    loss = opt.step(closure)     # mean loss over the L inner steps
+    while batches.epochs < 10:         # 10 effective epochs: 10 passes over the data
+        loss = opt.step(closure)       # mean loss over the L inner steps
 """
 from __future__ import annotations
 
@@ -36,6 +39,44 @@ from torch.optim import Optimizer
 
 from coordinator.outer import entropy_pseudo_grad, outer_sgd, scoped
 from worker.langevin import langevin_step
+
+
+class BatchCycle:
+    """Minibatches from ``loader`` without end: each pass re-iterates it, so a ``DataLoader``
+    with ``shuffle=True`` reshuffles every pass. ``epochs`` is the number of passes drawn so
+    far, fractional (batches drawn / batches per pass): with Entropy-SGD, L batches a step,
+    these are the papers' effective epochs. Works with any re-iterable of batches that has a
+    length (a DataLoader, a list); an empty one is an error, not an endless loop."""
+
+    def __init__(self, loader):
+        self.loader = loader
+        try:
+            self.per_pass = len(loader)
+        except TypeError:
+            raise TypeError("BatchCycle needs a loader with a length (a DataLoader or a list of batches)") from None
+        if self.per_pass < 1:
+            raise ValueError("BatchCycle: the loader yields no batches")
+        self.drawn = 0
+        self._it = iter(loader)
+
+    @property
+    def epochs(self) -> float:
+        return self.drawn / self.per_pass
+
+    def __iter__(self) -> "BatchCycle":
+        return self
+
+    def __next__(self):
+        try:
+            batch = next(self._it)
+        except StopIteration:
+            self._it = iter(self.loader)
+            try:
+                batch = next(self._it)
+            except StopIteration:
+                raise ValueError("BatchCycle: the loader yielded no batches on a new pass") from None
+        self.drawn += 1
+        return batch
 
 
 def _check(name: str, value: float, low: float, high: float = math.inf, *, low_open: bool = False,
