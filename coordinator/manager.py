@@ -16,12 +16,18 @@
   model in its run directory (an artifact), with the headline numbers in its summary.
 * ``shutdown`` (SIGTERM) asks running jobs to checkpoint after their current round and leaves
   them RUNNING in the store; the next server start resumes them from that checkpoint.
+* Warm start (:mod:`coordinator.warm`): Ray's idle worker processes have already imported
+  torch and our modules, and a few are kept idle on this node (no CPUs held), so a job's runner
+  and replicas start in them; each dataset is loaded and put in the object store once, and the
+  next job on the same data gets the same object. Each job's start-up steps are logged.
 """
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +69,7 @@ class _Running:
     runner: object | None = None  # the JobRunner actor handle
     started: bool = False  # the runner's engine is built and its loop runs
     thread: threading.Thread | None = None
+    startup: dict | None = None  # start-up steps, logged with the first stored round
 
 
 class _StoreListener:
@@ -75,6 +82,11 @@ class _StoreListener:
     def on_round(self, record: dict) -> None:
         progress = {**_pick(record, PROGRESS_KEYS), "total_rounds": self.total}
         self.m._write(self.job_id, progress=progress, event=("progress", progress))
+        running = self.m._running.get(self.job_id)
+        if running is not None and running.startup is not None:
+            startup, running.startup = running.startup, None
+            startup.update(first_round=round(time.time() - startup.pop("t0"), 3), round_s=round(record["round_s"], 3))
+            log.info("job %s start-up %s", self.job_id, json.dumps(startup))
 
     def on_eval(self, record: dict) -> None:
         ev = _pick(record, EVAL_KEYS)
@@ -96,6 +108,7 @@ class _StoreListener:
         running = self.m._running[self.job_id]
         if record["kind"] in ("restarted", "added", "removed"):  # new actors may live elsewhere
             columns["replicas"] = placement
+            self.m._poke_warm()  # new replicas took idle worker processes
         if record["kind"] in ("added", "removed"):  # the stored spec says what runs now
             spec = JobSpec.parse(spec_data)
             running.spec, running.cpus = spec, spec.replicas * spec.resources.cpus_per_replica
@@ -122,6 +135,8 @@ class JobManager:
         self._lock = threading.RLock()
         self._stopping = threading.Event()
         self._scheduler: threading.Thread | None = None
+        self.warm = None  # coordinator.warm.WarmWorkers: idle preloaded worker processes on this node
+        self.datasets = None  # coordinator.warm.DatasetCache: each dataset put once
 
     # ----- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -134,27 +149,42 @@ class JobManager:
         self._scheduler.start()
 
     def _connect(self) -> None:
+        from coordinator import warm
         from coordinator.cluster import connect
 
         if self.ray_address and not _reachable(self.ray_address):
             self.cluster_error = f"Ray cluster at {self.ray_address} is unreachable"
             log.error(self.cluster_error)
             return
+        if not self.ray_address:
+            warm.configure_embedded()  # its worker processes import torch and our modules as they start
         try:
             self.resources = connect(self.ray_address, num_cpus=self.num_cpus,
                                      metrics_export_port=self.ray_metrics_port)
         except Exception as exc:  # noqa: BLE001 - any failure means no cluster
             self.cluster_error = f"cannot connect to Ray ({self.ray_address or 'embedded'}): {exc}"
             log.error(self.cluster_error)
+            return
+        if not warm.enabled():  # ESGD_WARM_WORKERS=0: every job starts cold
+            return
+        self.datasets = warm.DatasetCache(warm.default_cache_budget())
+        self.warm = warm.WarmWorkers.for_this_node(hold=self._jobs_starting)
+        if self.warm is not None:
+            self.warm.start()
+            log.info("keeping %d idle worker processes warm on this node", self.warm.target)
 
     def shutdown(self, timeout: float = 60.0) -> None:
         """Stop scheduling; running jobs checkpoint after their round and stay RUNNING."""
         self._stopping.set()
         self._notify()
+        if self.warm is not None:
+            self.warm.stop()
         with self._lock:
             threads = [r.thread for r in self._running.values() if r.thread]
         for t in threads:
             t.join(timeout)
+        if self._scheduler is not None:
+            self._scheduler.join(timeout)  # it reads the store: never close it under a query (a segfault in sqlite)
         self.store.close()
 
     @property
@@ -292,8 +322,25 @@ class JobManager:
 
         runner = None
         try:
+            t0 = time.time()
             runner = running.runner = start_runner(running.spec.to_dict(), str(self.run_dir(job_id).path.resolve()))
-            info = ray.get(runner.start.remote(cancelled=running.cancel.is_set()))
+            key, data, reused = self._dataset_of(runner)
+            try:
+                info = ray.get(runner.start.remote(cancelled=running.cancel.is_set(),
+                                                   data=None if data is None else [data]))
+            except BaseException:
+                if key is not None:
+                    self.datasets.discard(key, data)  # e.g. the runner died loading it
+                raise
+            finally:
+                self._poke_warm()  # the runner and the replicas took idle worker processes
+            if key is not None:
+                if "error" in info or info.get("timings", {}).get("data_fallback"):
+                    self.datasets.discard(key, data)  # the next job on this data loads it again
+                else:
+                    self.datasets.sized(key, data, info.get("dataset_bytes", 0))
+            if "timings" in info:
+                running.startup = _startup(t0, reused, info["timings"])
             if "error" in info:
                 if running.cancel.is_set():
                     self._finish(job_id, "CANCELLED", "cancelled by user")
@@ -324,6 +371,33 @@ class JobManager:
             with self._lock:
                 self._running.pop(job_id, None)
             self._notify()
+            self._poke_warm()
+
+    def _dataset_of(self, runner) -> tuple:
+        """(key, reference, reused): the job's dataset from the cache, or the reference of the
+        runner loading it (cached from now on: a job starting meanwhile waits for the same
+        load); (None, None, False) when it is not cached — the runner loads it itself."""
+        import ray
+
+        if self.datasets is None:
+            return None, None, False
+        key = ray.get(runner.dataset_key.remote())  # read where the data is, not here
+        if key is None:
+            return None, None, False
+        with self._lock:
+            ref = self.datasets.get(key)
+            if ref is not None:
+                return key, ref, True
+            ref = runner.load_data.remote()  # owned by this process: it outlives the runner
+            self.datasets.put(key, ref)
+        return key, ref, False
+
+    def _jobs_starting(self) -> bool:
+        return any(not r.started for r in list(self._running.values()))
+
+    def _poke_warm(self) -> None:
+        if self.warm is not None:
+            self.warm.poke()
 
     def _follow(self, runner, listeners: list) -> dict:
         """Store the runner's records in order, acknowledging each batch once stored; on server
@@ -387,6 +461,24 @@ class JobManager:
     def _notify(self) -> None:
         with self.changed:
             self.changed.notify_all()
+
+
+def _startup(t0: float, reused: bool, marks: dict) -> dict:
+    """A job's start-up steps in seconds, from the runner's timestamps: whether its runner and
+    replica processes existed before the job started (warm), whether its dataset was already
+    in the object store, and how long each step took."""
+    def span(a, b):
+        return round(marks[b] - marks[a], 3) if marks.get(a) and marks.get(b) else None
+
+    starts = marks.get("replica_processes") or []
+    return {"t0": t0, "runner_pid": marks.get("pid"),
+            "runner_warm": bool(marks.get("process") and marks["process"] < t0),
+            "runner_s": round(marks["init"] - t0, 3), "torch_import_s": span("init", "torch"),
+            "runner_ready_s": round(marks["start"] - t0, 3), "dataset_reused": reused,
+            "dataset_fallback": bool(marks.get("data_fallback")),
+            "data_s": span("start", "data"), "model_s": span("data", "model"), "replicas_s": span("model", "replicas"),
+            "replicas_warm": sum(1 for s in starts if s is not None and s < t0), "replicas_total": len(starts),
+            "engine_s": span("replicas", "engine")}
 
 
 def _cause(exc: BaseException) -> BaseException:

@@ -113,7 +113,8 @@ def resolve_gpus(spec: JobSpec, cluster_gpus: float) -> float:
 
 
 class RayPool:
-    def __init__(self, spec: JobSpec, dataset: Dataset, *, placement_timeout_s: float | None = None):
+    def __init__(self, spec: JobSpec, dataset: Dataset, *, placement_timeout_s: float | None = None,
+                 dataset_ref=None):
         import ray
 
         from worker.actor import ReplicaActor
@@ -129,7 +130,8 @@ class RayPool:
         self._new = lambda k: (ray.remote(ReplicaActor)
                                .options(num_cpus=r.cpus_per_replica, num_gpus=gpus, max_restarts=0)
                                .remote(spec, k, self._dataset_ref, threads, device))
-        self._dataset_ref = ray.put(dataset)
+        # a server's dataset cache (coordinator.warm) hands over the reference it already holds
+        self._dataset_ref = dataset_ref if dataset_ref is not None else ray.put(dataset)
         self._describe = f"num_cpus={r.cpus_per_replica}, num_gpus={gpus:g} each"
         self.ids = list(range(spec.replicas))
         self.actors = [self._new(k) for k in self.ids]

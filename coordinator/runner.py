@@ -7,10 +7,14 @@ every API call. A hundred clients then slowed the coordinator's turn-around betw
 interpreter; the server only stores what it reports.
 
 The actor runs on the server's node (the run directory is on its disk) with 0 CPUs: it mostly
-waits on the replicas, and between rounds, when it computes, they are idle. Protocol:
+waits on the replicas, and between rounds, when it computes, they are idle. Ray starts it in
+an idle pooled worker process that has already imported torch and our modules, when there is
+one (:mod:`coordinator.warm`). Protocol:
 
-* ``start()`` builds the engine (resuming from the newest checkpoint) and starts the loop in a
-  thread; it answers the round budget and where the replicas run, or the error that stopped it.
+* ``start(data=[ref])`` builds the engine (resuming from the newest checkpoint) on the dataset
+  the server already put in the object store (or loads it itself without ``data``) and starts
+  the loop in a thread; it answers the round budget, where the replicas run and when each
+  start-up step ended (``timings``), or the error that stopped it.
 * ``next(ack)`` returns the engine's records in order (round, evaluation, checkpoint, replica
   change, and last the end of the run). The loop waits at each record until the server has
   acknowledged storing it, so a checkpoint is never written ahead of the rounds before it —
@@ -24,9 +28,11 @@ replicas with it, and the next server start resumes the job from its checkpoint.
 from __future__ import annotations
 
 import errno
+import inspect
 import os
 import queue
 import threading
+import time
 import traceback
 
 import ray
@@ -107,35 +113,140 @@ class _Outbox:
                               "spec": self.engine.spec.to_dict()})
 
 
+def _process_start_time(pid="self"):
+    from coordinator.warm import process_start_time
+
+    return process_start_time(pid)
+
+
+def new_ray_pool(spec, dataset, dataset_ref=None):
+    """A RayPool for ``spec``; with ``dataset_ref`` (the dataset already in the object store)
+    the pool shares it instead of putting ``dataset`` again, where RayPool accepts it."""
+    from coordinator.pool import RayPool
+
+    if dataset_ref is not None and "dataset_ref" in inspect.signature(RayPool.__init__).parameters:
+        return RayPool(spec, dataset, dataset_ref=dataset_ref)
+    return RayPool(spec, dataset)
+
+
+def dataset_bytes(dataset) -> int:
+    return sum(getattr(v, "nbytes", 0) for v in vars(dataset).values())
+
+
+def build_engine(spec, rd, *, listeners: list, dataset_ref=None, marks: dict | None = None):
+    """:func:`coordinator.local_run.build_engine` for the service (Ray replicas, resume from
+    the newest checkpoint), on the dataset at ``dataset_ref`` when given (read zero-copy from
+    the object store, and shared with the replicas), else loaded here; ``marks`` gets the time
+    each step ended (data, model, replicas, engine). A load that failed raises the loader's
+    error; a reference whose object is gone (its loader's process died, the object was lost)
+    is not the job's fault: the data is loaded here instead (``marks["data_fallback"]``)."""
+    from coordinator.checkpoint import load_latest
+    from coordinator.engine import Engine
+    from coordinator.evaluate import Evaluator
+    from coordinator.local_run import dataset_for
+    from coordinator.strategies import make_strategy
+
+    marks = {} if marks is None else marks
+    dataset = None
+    if dataset_ref is not None:
+        try:
+            dataset = _get(dataset_ref)
+        except ray.exceptions.RayError:  # not the loader's own error: the object is gone
+            dataset_ref, marks["data_fallback"] = None, True
+    if dataset is None:
+        dataset = dataset_for(spec)
+    marks["data"] = time.time()
+    evaluator = Evaluator(spec, dataset)
+    strategy = make_strategy(spec, evaluator.initial_state, evaluator.flat.num_params)
+    marks["model"] = time.time()
+    pool = new_ray_pool(spec, dataset, dataset_ref)
+    marks["replicas"] = time.time()
+    try:
+        engine = Engine(spec, strategy, pool, evaluator, num_train=dataset.num_train,
+                        checkpoint_dir=rd.checkpoints, listeners=listeners)
+        if found := load_latest(rd.checkpoints):
+            engine.restore(found[1])
+    except BaseException:
+        pool.shutdown()
+        raise
+    marks["engine"] = time.time()
+    return engine
+
+
+def _get(ref):
+    """``ray.get(ref)``, raising the original error of a failed call (e.g. the DataError of a
+    dataset that could not be loaded), not Ray's wrapper around it."""
+    from ray.exceptions import RayTaskError
+
+    try:
+        return ray.get(ref)
+    except RayTaskError as exc:
+        cause = exc
+        while isinstance(cause, RayTaskError) and cause.cause is not None:
+            cause = cause.cause
+        raise cause from None
+
+
 @ray.remote(num_cpus=0, max_concurrency=4)
 class JobRunner:
     def __init__(self, spec: dict, run_dir: str):
+        self.marks = {"process": _process_start_time(), "init": time.time()}
         import torch
 
+        self.marks["torch"] = time.time()
         torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))  # evaluation runs while replicas wait
         self.spec_data, self.run_dir = spec, run_dir
         self.outbox = _Outbox()
         self.engine = None
         self.cancelled, self.stopping = threading.Event(), threading.Event()
 
-    def start(self, cancelled: bool = False) -> dict:
-        from coordinator.local_run import build_engine
+    def dataset_key(self) -> str | None:
+        """The job's :func:`coordinator.warm.dataset_key`, computed where the data is read."""
+        from coordinator.spec import JobSpec
+        from coordinator.warm import dataset_key
+
+        try:
+            return dataset_key(JobSpec.parse(self.spec_data))
+        except Exception:  # noqa: BLE001 - no key: the job loads its data uncached
+            return None
+
+    def load_data(self):
+        """The job's dataset, loaded here. The server calls this and keeps the result's
+        reference without reading it: Ray makes the caller own a call's result, so the object
+        stays in the store after this runner is gone, for the next job on the same data."""
+        from coordinator.local_run import dataset_for
+        from coordinator.spec import JobSpec
+
+        self.marks["load"] = time.time()
+        return dataset_for(JobSpec.parse(self.spec_data))
+
+    def start(self, cancelled: bool = False, data: list | None = None) -> dict:
+        """Build the engine and start the loop. ``data``: ``[ref]``, the job's dataset in the
+        object store (in a list, so Ray hands over the reference, not the value): a
+        ``load_data`` result of this runner or of an earlier job's."""
         from coordinator.rundir import MetricsLog, RunDir
         from coordinator.spec import JobSpec
 
+        self.marks["start"] = time.time()
         try:
             spec = JobSpec.parse(self.spec_data)
             rd = RunDir(self.run_dir)
             rd.prepare(spec, resume=True)
             self.metrics_log = MetricsLog(rd)
-            self.engine = build_engine(spec, rd, resume=True, listeners=[self.metrics_log, self.outbox])
+            self.engine = build_engine(spec, rd, listeners=[self.metrics_log, self.outbox],
+                                       dataset_ref=data[0] if data else None, marks=self.marks)
         except Exception as exc:  # noqa: BLE001 - reported as the job's error
             return {"error": error_of(exc)}
         self.outbox.engine, self.rd = self.engine, rd
         if cancelled:
             self.cancelled.set()
         threading.Thread(target=self._main, name="round-loop", daemon=True).start()
-        return {"total": self.engine.total, "replicas": self.engine.pool.size, "placement": placement(self.engine)}
+        where = placement(self.engine)
+        replica_starts = [_process_start_time(p["pid"]) if p.get("node_id") == ray.get_runtime_context().get_node_id()
+                          else None for p in where]
+        return {"total": self.engine.total, "replicas": self.engine.pool.size, "placement": where,
+                "dataset_bytes": dataset_bytes(self.engine.evaluator.dataset),
+                "timings": {**self.marks, "replica_processes": replica_starts, "pid": os.getpid()}}
 
     def _main(self) -> None:
         engine = self.engine
