@@ -7,6 +7,10 @@ import pytest
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+# Servers started by the tests start cold: each warm idle worker imports torch (about 2 CPU-s),
+# and dozens of short-lived test servers would spend minutes of the suite on it.
+# tests/test_warm_start.py turns warm start on explicitly and checks it for real.
+os.environ.setdefault("ESGD_WARM_WORKERS", "0")
 
 # Derived-data caches (the Bible's text, worker.data.text.cache_dir) go to a folder of this test
 # session, never to ~/.cache/esgd: a cache left by an earlier run must not stand in for a
