@@ -21,7 +21,8 @@ model (x̄ for ours, rank 0's replica for DDP) is scored on a fixed 2,000-image 
 set; *time to target* is the first probe at or under the target, so its resolution is the
 evaluation period. *Bytes on the wire* are read from the nodes' interface counters (the sum of
 every node's ``eth0`` tx bytes: each frame crosses the switch once), between the first step and
-that probe, and over the whole budget: not estimated. A gradient evaluation is one minibatch
+that probe, and over the whole budget: not estimated. Before the clock starts the links must be
+idle (:func:`quiet_link`): the dataset's transfer to the second node is set-up, not training. A gradient evaluation is one minibatch
 gradient on one worker. *Final error* is the full test set at the end of the budget.
 
 The driver (our coordinator, Ray Train's controller) runs in the head's namespace; a node has
@@ -31,7 +32,8 @@ the capped links. On a 2-core machine each node's replica gets about one core.
 Usage (root):  python bench/network.py [--rates unlimited,1gbit,100mbit,10mbit] [--models lenet,mnistfc]
                [--systems ...] [--seconds 60] [--targets lenet=0.2,mnistfc=0.2] [--results FILE]
                [--figure docs/img/network-time-to-target.png] [--quick]
-Rows are appended to ``--results`` (JSON lines) as they finish; a rerun skips the rows there.
+Rows are appended to ``--results`` (JSON lines) as they finish; a rerun skips the rows there,
+so rerunning with other ``--targets`` only prints the tables for them from the stored probes.
 """
 from __future__ import annotations
 
@@ -62,6 +64,21 @@ def wire_bytes(cluster: str) -> int:
     from netns_cluster import counters
 
     return sum(c["tx_bytes"] or 0 for c in counters(cluster).values())
+
+
+def quiet_link(cluster: str, limit_s: float = 300.0) -> float:
+    """Wait until the links are idle (under 64 KB in 2 s), so that set-up traffic is not counted
+    as training. On a slow link Ray keeps pushing a large object (the dataset) for a while after
+    the receiver has it: its pushes time out and are sent again (measured at 10mbit: a 20 MB
+    object moved 63 MB). Returns the seconds waited."""
+    t0, last = time.perf_counter(), wire_bytes(cluster)
+    while time.perf_counter() - t0 < limit_s:
+        time.sleep(2.0)
+        now = wire_bytes(cluster)
+        if now - last < 64_000:
+            break
+        last = now
+    return time.perf_counter() - t0
 
 
 # ----------------------------------------------------------------------------- one system, in the head's namespace
@@ -99,7 +116,9 @@ def ddp_loop(cfg: dict) -> None:
                                  drop_last=True)
     evals, steps, eval_s, next_eval, epoch = [], 0, 0.0, cfg["eval_every"], 0
     flag = torch.zeros(2, dtype=torch.int64)
-    dist.barrier()
+    if rank == 0:
+        quiet_link(cfg["cluster"])
+    dist.barrier()  # rank 1 waits here while rank 0 lets the set-up traffic drain
     first, wire0 = time.perf_counter(), wire_bytes(cfg["cluster"]) if rank == 0 else 0
     while True:
         sampler.set_epoch(epoch)
@@ -181,6 +200,7 @@ def run_engine(system: str, spec, args) -> dict:
     with tempfile.TemporaryDirectory(prefix="esgd-network-") as tmp:
         engine = build_engine(job, RunDir(tmp), listeners=[Probe()])
         nodes = sorted({info["node_ip"] for info in engine.pool.info})
+        quiet_link(args.cluster)
         evals, next_eval, wire0 = [], args.eval_every, wire_bytes(args.cluster)
         try:
             while True:
@@ -294,13 +314,13 @@ def race(args) -> None:
         nc.parse_rate(rate)  # a bad rate fails before anything is built
     results = Path(args.results)
     done = [json.loads(x) for x in results.read_text().splitlines()] if results.exists() else []
-    print(f"# network race: {os.cpu_count()} CPUs, {args.nodes} nodes x 1 Ray CPU, {args.seconds:g} s train each, "
-          f"probe every {args.eval_every:g} s; load average at start {os.getloadavg()[0]:.2f}", flush=True)
     for rate in rates:
         todo = [(m, s) for m in models for s in systems
                 if not any(r["rate"] == rate and r["model"] == m and r["system"] == s for r in done)]
         if not todo:
             continue
+        print(f"# {rate}: {len(todo)} runs, {args.nodes} nodes x 1 Ray CPU, {args.seconds:g} s train each, probe "
+              f"every {args.eval_every:g} s, {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}", flush=True)
         state = nc.up(CLUSTER, args.nodes, rate, subnet=SUBNET, object_store_mb=400)
         try:
             for model, system in todo:
@@ -319,7 +339,10 @@ def race(args) -> None:
                 print(table([row]).splitlines()[-1], flush=True)
         finally:
             nc.down(CLUSTER)
-    rows = [r for r in done if r["rate"] in rates and r["model"] in models and r["system"] in systems]
+    # the probes are stored, so a table for any target comes from the same runs (rerun with
+    # other --targets: every row is already in --results, nothing is trained again)
+    rows = [{**r, "target": float(targets[r["model"]])} for r in done
+            if r["rate"] in rates and r["model"] in models and r["system"] in systems]
     print(table(rows))
     print("\n".join(crossover(rows, rates)))
     if args.figure:
