@@ -50,6 +50,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(ROOT / "scripts")]
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "300")  # slow links, loaded machine
 
 SYSTEMS = ("ray-train-ddp", "parle", "parle-bf16", "entropy-sgd", "elastic-sgd")
 PRESETS = {"parle": "quickstart.yaml", "parle-bf16": "quickstart.yaml", "elastic-sgd": "elastic-sgd-lenet.yaml",
@@ -227,7 +228,7 @@ def one(args) -> None:
     # gloo finds its own address from the host name (127.0.0.1 here): name the node's link instead
     ray.init(address=args.address, log_to_driver=False, runtime_env={"env_vars": {
         "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "bench"), str(ROOT / "scripts")]),
-        "GLOO_SOCKET_IFNAME": "eth0"}})
+        "GLOO_SOCKET_IFNAME": "eth0", "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "300"}})
     spec = base_spec(args.model, args.quick)
     try:
         r = run_ddp(spec, args) if args.one == "ray-train-ddp" else run_engine(args.one, spec, args)
