@@ -173,14 +173,6 @@ def run_ddp(spec, args) -> dict:
             return json.loads(Path(d, "history.json").read_text())
 
 
-class Probe:
-    """Engine listener that only counts: evaluation happens in the loop below."""
-    def on_round(self, record): ...
-    def on_eval(self, record): ...
-    def on_checkpoint(self, path, step): ...
-    def on_replica(self, record): ...
-
-
 def run_engine(system: str, spec, args) -> dict:
     from coordinator.evaluate import Evaluator
     from coordinator.local_run import build_engine, dataset_for
@@ -199,7 +191,7 @@ def run_engine(system: str, spec, args) -> dict:
         train={"epochs": None, "outer_steps": 10**6, "eval_every": 10**6, "batch_size": spec.train.batch_size},
         resources={"cpus_per_replica": 1, "threads_per_replica": 1}, **extra).resolved()
     with tempfile.TemporaryDirectory(prefix="esgd-network-") as tmp:
-        engine = build_engine(job, RunDir(tmp), listeners=[Probe()])
+        engine = build_engine(job, RunDir(tmp))
         nodes = sorted({info["node_ip"] for info in engine.pool.info})
         quiet_link(args.cluster)
         evals, next_eval, wire0 = [], args.eval_every, wire_bytes(args.cluster)

@@ -24,7 +24,18 @@ def spec_of(**sections) -> JobSpec:
 
 
 def local_engine(spec: JobSpec, dataset=None) -> Engine:
-    ds = dataset or synthetic()
+    """An engine on in-process replicas (LocalPool)."""
+    return _engine(spec, dataset or synthetic(), LocalPool)
+
+
+def ray_engine(spec: JobSpec, dataset=None) -> Engine:
+    """The same engine on real Ray actors (RayPool); needs a running Ray (the local_ray fixture)."""
+    from coordinator.pool import RayPool
+
+    return _engine(spec, dataset or synthetic(), RayPool)
+
+
+def _engine(spec: JobSpec, ds, pool_cls) -> Engine:
     ev = Evaluator(spec, ds)
     strategy = make_strategy(spec, ev.initial_state, ev.flat.num_params)
-    return Engine(spec, strategy, LocalPool(spec, ds), ev, num_train=ds.num_train)
+    return Engine(spec, strategy, pool_cls(spec, ds), ev, num_train=ds.num_train)

@@ -4,14 +4,12 @@ import pytest
 import torch
 
 from coordinator.engine import DivergenceError
-from coordinator.evaluate import Evaluator
-from coordinator.pool import LocalPool, RayPool
+from coordinator.pool import LocalPool
 from coordinator.spec import COMM_DTYPES, JobSpec, SpecError
-from coordinator.strategies import make_strategy
 from worker import comm
 from worker.langevin import InnerParams
 from worker.replica import Replica
-from tests.helpers import local_engine, spec_of, synthetic
+from tests.helpers import local_engine, ray_engine, spec_of, synthetic
 
 HALF = ("bfloat16", "float16")
 
@@ -176,13 +174,8 @@ def test_a_replica_moving_beyond_float16_is_reported_as_diverged():
 # ----- a real local Ray ------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", HALF)
 def test_ray_pool_sends_the_same_16bit_arrays_as_the_local_pool(local_ray, dtype):
-    from coordinator.engine import Engine
-
     spec = spec_of(**{**JOB, "comm": {"dtype": dtype}}, resources={"cpus_per_replica": 1})
-    ds = synthetic()
-    ev = Evaluator(spec, ds)
-    ray_eng = Engine(spec, make_strategy(spec, ev.initial_state, ev.flat.num_params), RayPool(spec, ds), ev,
-                     num_train=ds.num_train)
+    ray_eng = ray_engine(spec)
     loc_eng, threads = local_engine(spec), torch.get_num_threads()
     try:
         rec = [ray_eng.step() for _ in range(4)]

@@ -18,7 +18,7 @@ from worker.data.stream import BatchStream
 from worker.flat import state_vector
 from worker.langevin import langevin_step
 from worker.models import task_loss
-from tests.helpers import local_engine, spec_of, synthetic
+from tests.helpers import local_engine, ray_engine, spec_of, synthetic
 
 TOL = dict(rtol=1e-5, atol=1e-6)
 
@@ -366,17 +366,9 @@ def test_new_fields_round_trip_through_the_proto():
 def test_ray_actors_run_replicated_sgd_with_adam_as_in_process_replicas(local_ray):
     """x̄ reaches the actors with the round's hyperparameters, Adam's state lives in each actor
     and comes back in the checkpoint state: the same numbers as LocalPool (one thread each)."""
-    from coordinator.engine import Engine
-    from coordinator.evaluate import Evaluator
-    from coordinator.pool import RayPool
-    from coordinator.strategies import make_strategy
-
     spec = spec_of(strategy="replicated-sgd", replicas=2, init={"per_replica_seeds": True},
                    inner={**ADAM, "steps": 2}, elastic={"rho0": 2.0}, resources={"cpus_per_replica": 1})
-    ds = synthetic()
-    ev = Evaluator(spec, ds)
-    ray_eng = Engine(spec, make_strategy(spec, ev.initial_state, ev.flat.num_params), RayPool(spec, ds), ev,
-                     num_train=ds.num_train)
+    ray_eng = ray_engine(spec)
     loc_eng, threads = local_engine(spec), torch.get_num_threads()
     try:
         for _ in range(3):
