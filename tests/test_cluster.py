@@ -5,6 +5,7 @@ import pytest
 
 from services.api import jobs_pb2 as pb
 from services.api import jobs_pb2_grpc
+from tests.ray_nodes import add_node
 from tests.service_harness import ServerProcess
 from tests.test_service import create, quick_spec, wait_state
 
@@ -17,7 +18,7 @@ def two_node_cluster():
 
     cluster = Cluster(initialize_head=True, connect=False,
                       head_node_args={"num_cpus": 1, "object_store_memory": 128 * 1024 * 1024})
-    cluster.add_node(num_cpus=1, object_store_memory=128 * 1024 * 1024)
+    add_node(cluster, num_cpus=1, object_store_memory=128 * 1024 * 1024)
     cluster.wait_for_nodes()
     yield cluster
     cluster.shutdown()

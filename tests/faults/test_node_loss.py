@@ -14,6 +14,7 @@ import pytest
 from services.api import jobs_pb2 as pb
 from services.api import jobs_pb2_grpc
 from tests.faults.test_replica_failure import follow
+from tests.ray_nodes import add_node
 from tests.service_harness import ServerProcess, report_fault
 from tests.test_service import create, quick_spec
 
@@ -31,7 +32,7 @@ def cluster():
     c = Cluster(initialize_head=True, connect=False,
                 head_node_args={"num_cpus": 0, "object_store_memory": 128 * MB, "_system_config": FAST_HEALTH_CHECKS})
     for _ in range(3):
-        c.add_node(num_cpus=1, object_store_memory=96 * MB)
+        add_node(c, num_cpus=1, object_store_memory=96 * MB)
     c.wait_for_nodes()
     yield c
     c.shutdown()
@@ -111,7 +112,7 @@ def test_2_without_capacity_the_job_shrinks_after_the_placement_timeout(cluster,
 
 
 def test_3_below_min_replicas_the_job_fails_with_a_placement_error(cluster, stub):
-    cluster.add_node(num_cpus=1, object_store_memory=96 * MB)
+    add_node(cluster, num_cpus=1, object_store_memory=96 * MB)
     cluster.wait_for_nodes()
     job = create(stub, node_spec(min_replicas=2, outer_steps=400))
     running(stub, job)
