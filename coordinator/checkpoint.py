@@ -61,10 +61,11 @@ def fsync_dir(path: Path) -> None:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``path`` whole or not at all: temporary file, fsync, rename."""
+    """Write ``path`` whole or not at all: temporary file, fsync, rename. The file is mode
+    0600 whatever the umask: checkpoints and run files belong to the server's user only."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "wb") as f:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600), "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -114,7 +115,7 @@ def save_checkpoint(directory: Path, step: int, payload: dict, keep_last: int) -
     torch.save({"format": FORMAT, "step": step, **payload}, buf)
     data = buf.getvalue()
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         remove_stale_temporaries(directory)
         write_atomic(path, data)
         try:

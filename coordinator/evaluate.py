@@ -6,6 +6,7 @@ import math
 import numpy as np
 import torch
 
+from coordinator.limits import eval_batch_size
 from coordinator.spec import JobSpec
 from worker.data.datasets import Dataset
 from worker.flat import FlatState
@@ -33,12 +34,13 @@ def initial_model(spec: JobSpec, dataset: Dataset, replica: int = 0) -> torch.nn
 
 
 class Evaluator:
-    def __init__(self, spec: JobSpec, dataset: Dataset, batch_size: int = 1000):
+    def __init__(self, spec: JobSpec, dataset: Dataset, batch_size: int | None = None):
         self.dataset = dataset
         self.spec = spec
         self.model = initial_model(spec, dataset)
         self.flat = FlatState(self.model)
-        self.batch_size = batch_size
+        # bounded: 1,000 samples, and at most 100,000 predictions (long text sequences get fewer)
+        self.batch_size = batch_size or eval_batch_size(spec)
 
     @property
     def initial_state(self) -> torch.Tensor:

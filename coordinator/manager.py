@@ -1,7 +1,13 @@
 """The job manager: queue, run, watch, cancel and resume jobs, with SQLite as the truth.
 
-* ``create`` validates the spec (SpecError), checks the cluster could ever host it
-  (CapacityError), and records a QUEUED job; a repeated ``request_id`` returns the first job.
+* ``create`` checks the request's size caps, validates the spec (SpecError), confines
+  ``dataset.path`` to the data roots (SpecError naming it, revealing nothing about the file),
+  checks the cluster could ever host it — CPUs, the CPU floor, replica processes per node,
+  the memory estimate (CapacityError; coordinator.limits) — and records a QUEUED job owned by
+  the caller, within the queue caps. A repeated ``request_id`` of the same principal returns
+  the first job for the same spec, and is ALREADY_EXISTS for another.
+* Jobs belong to principals: another principal's job is NOT_FOUND (``get``, ``cancel``,
+  ``scale``, ``list_jobs``); admins see every job.
 * A scheduler thread starts queued jobs in order while the cluster has free CPUs (each job
   needs ``replicas × cpus_per_replica``) and fewer than ``max_concurrent`` run.
 * Each running job's round loop runs in a :class:`coordinator.runner.JobRunner` actor on this
@@ -9,7 +15,12 @@
   what it reports: every round, evaluation and state change is written to the store (and wakes
   watchers) before it is shown, and before the loop goes on.
 * ``cancel`` has the runner kill the job's replica actors at once, so a long round stops promptly and its
-  resources return to Ray; the job ends CANCELLED with a checkpoint of its last full round.
+  resources return to Ray; the job ends CANCELLED with a checkpoint of its last full round. A job
+  still starting (its runner building the engine: data loading, replicas waiting for placement
+  or importing torch) has its runner killed instead, and with it every actor it created (an
+  actor dies with its owner): no start-up step can hold a cancel.
+* Terminal states are final: the store writes a state only to a job not yet terminal
+  (coordinator.store), so a cancel racing the end of a run leaves one terminal event.
 * ``scale`` changes a job's replica count: a queued job's spec is rewritten; a running job's
   runner applies it at the next round boundary (Parle replicas join at the reference).
 * A job whose spec asks for it (``flatness.enabled``) gets a flatness report of its final
@@ -23,6 +34,7 @@
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import socket
@@ -33,32 +45,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from coordinator.errors import CapacityError, ClusterUnavailable, JobFinished, JobNotFound, SpecError
+from coordinator.limits import ServiceLimits, cluster_nodes
 from coordinator.metrics import ServiceMetrics
+from coordinator.records import SUMMARY_KEYS, StoreListener, pick, startup_report
 from coordinator.rundir import RunDir
 from coordinator.runner import error_of, start_runner
 from coordinator.spec import JobSpec
-from coordinator.store import TERMINAL, JobRecord, JobStore, StoreError
+from coordinator.store import DEFAULT_OWNER, TERMINAL, JobRecord, JobStore, QueueFull, StoreError
 
 log = logging.getLogger("esgd.manager")
 
-PROGRESS_KEYS = {"round": "round", "epoch": "epoch", "loss": "loss", "train_error": "train_error",
-                 "gamma": "gamma", "rho": "rho", "lr": "lr", "samples_per_s": "samples_per_second",
-                 "round_s": "round_seconds", "compute_s": "compute_seconds", "grad_norm": "grad_norm",
-                 "spread": "spread"}
-EVAL_KEYS = {"round": "round", "epoch": "epoch", "test_error": "test_error", "test_loss": "test_loss",
-             "grad_evals_total": "grad_evals_total", "data_passes_per_replica": "data_passes_per_replica",
-             "wall_s": "wall_seconds"}
-SUMMARY_KEYS = {"test_error": "test_error", "test_loss": "test_loss", "rounds": "rounds", "epochs": "epochs",
-                "grad_evals_total": "grad_evals_total", "grad_evals_per_replica": "grad_evals_per_replica",
-                "samples_total": "samples_total", "data_passes_per_replica": "data_passes_per_replica",
-                "data_passes_total": "data_passes_total", "wall_s": "wall_seconds",
-                "top_eigenvalue": "top_eigenvalue", "hessian_trace": "hessian_trace",
-                "near_zero_fraction": "near_zero_fraction"}
 SCALABLE = ("parle", "elastic-sgd", "entropy-sgd")  # sgd's K is its batch: scaling would change the method
-
-
-def _pick(record: dict, keys: dict) -> dict:
-    return {out: record[k] for k, out in keys.items() if record.get(k) is not None}
 
 
 @dataclass
@@ -72,54 +69,17 @@ class _Running:
     startup: dict | None = None  # start-up steps, logged with the first stored round
 
 
-class _StoreListener:
-    """The runner's records as stored events: every round and evaluation, checkpoints, replica
-    changes (with where the replicas now run and, for a new membership, the new spec)."""
-
-    def __init__(self, manager: "JobManager", job_id: str, total: int):
-        self.m, self.job_id, self.total = manager, job_id, total
-
-    def on_round(self, record: dict) -> None:
-        progress = {**_pick(record, PROGRESS_KEYS), "total_rounds": self.total}
-        self.m._write(self.job_id, progress=progress, event=("progress", progress))
-        running = self.m._running.get(self.job_id)
-        if running is not None and running.startup is not None:
-            startup, running.startup = running.startup, None
-            startup.update(first_round=round(time.time() - startup.pop("t0"), 3), round_s=round(record["round_s"], 3))
-            log.info("job %s start-up %s", self.job_id, json.dumps(startup))
-
-    def on_eval(self, record: dict) -> None:
-        ev = _pick(record, EVAL_KEYS)
-        self.m._write(self.job_id, last_eval=ev, event=("evaluation", ev))
-
-    def on_checkpoint(self, path: Path, step: int) -> None:
-        self.m._write(self.job_id, checkpoint_round=step)
-
-    def on_checkpoint_failed(self, record: dict) -> None:
-        """A checkpoint write that failed but that training survives becomes an ``error`` event
-        (code STORAGE) without touching the job's error column: the job is still healthy. A
-        fatal failure is left to the job's own FAILED error, so it is not reported twice."""
-        if not record["fatal"]:
-            self.m._write(self.job_id, event=("error", {"code": "STORAGE", "message": record["message"], "replica": -1,
-                                                        "round": record["round"], "root_cause": record["cause"]}))
-
-    def on_replica_change(self, record: dict, placement: list[dict], spec_data: dict) -> None:
-        columns = {}
-        running = self.m._running[self.job_id]
-        if record["kind"] in ("restarted", "added", "removed"):  # new actors may live elsewhere
-            columns["replicas"] = placement
-            self.m._poke_warm()  # new replicas took idle worker processes
-        if record["kind"] in ("added", "removed"):  # the stored spec says what runs now
-            spec = JobSpec.parse(spec_data)
-            running.spec, running.cpus = spec, spec.replicas * spec.resources.cpus_per_replica
-            columns["spec"] = spec_data
-        self.m._write(self.job_id, event=("replica", record), **columns)
-
-
 class JobManager:
     def __init__(self, data_dir: str | Path, *, ray_address: str | None = None, num_cpus: int | None = None,
-                 max_concurrent: int = 0, metrics: ServiceMetrics | None = None, ray_metrics_port: int = 0):
+                 max_concurrent: int = 0, metrics: ServiceMetrics | None = None, ray_metrics_port: int = 0,
+                 limits: ServiceLimits | None = None, data_policy=None):
+        from worker.data.roots import DataPolicy
+
         self.data_dir = Path(data_dir)
+        self.limits = limits or ServiceLimits()
+        # what dataset.path may name: the server's data roots (serve_main), else the environment's
+        self.data_policy = data_policy if data_policy is not None else DataPolicy.from_env()
+        self.nodes: list[dict] = []  # the cluster's nodes (CPUs, memory), for admission
         self.runs = self.data_dir / "runs"
         self.store = JobStore(self.data_dir / "jobs.sqlite")
         self.ray_address, self.num_cpus = ray_address, num_cpus
@@ -161,6 +121,7 @@ class JobManager:
         try:
             self.resources = connect(self.ray_address, num_cpus=self.num_cpus,
                                      metrics_export_port=self.ray_metrics_port)
+            self.nodes = cluster_nodes()
         except Exception as exc:  # noqa: BLE001 - any failure means no cluster
             self.cluster_error = f"cannot connect to Ray ({self.ray_address or 'embedded'}): {exc}"
             log.error(self.cluster_error)
@@ -192,40 +153,80 @@ class JobManager:
         return self._stopping.is_set()
 
     # ----- API ---------------------------------------------------------------------------------
-    def create(self, spec_data: dict, request_id: str | None = None) -> JobRecord:
+    def create(self, spec_data: dict, request_id: str | None = None, *, principal=None,
+               spec_bytes: int | None = None) -> JobRecord:
+        self.limits.check_request(spec_data, spec_bytes, request_id)  # sizes, before anything is parsed
         spec = JobSpec.parse(spec_data).resolved()
+        self.check_data(spec)
         resources = self._cluster()
         spec.check_capacity(resources.get("CPU", 0.0), resources.get("GPU", 0.0))
-        rec, created = self.store.create(uuid.uuid4().hex[:12], spec.to_dict(), request_id)
+        self.limits.admit(spec, self.nodes)
+        owner = _owner(principal)
+        data = spec.to_dict()
+        digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+        try:
+            rec, created = self.store.create(uuid.uuid4().hex[:12], data, request_id, owner=owner, digest=digest,
+                                             max_queued=self.limits.max_queued_jobs,
+                                             max_queued_per_owner=self.limits.max_queued_per_principal)
+        except QueueFull as exc:
+            mine = exc.scope == "principal"
+            raise CapacityError(
+                f"queue: {exc.queued} jobs are queued{' for ' + owner if mine else ''}, the cap is {exc.limit} "
+                f"({'--max-queued-per-principal' if mine else '--max-queued-jobs'}); retry once some have "
+                "started, or cancel some", "queue") from None
         if created:
             self._notify()
         return rec
 
-    def get(self, job_id: str) -> JobRecord:
+    def check_data(self, spec: JobSpec) -> None:
+        """``dataset.path`` must lie inside the server's data roots; the refusal is one message
+        for every refused path (worker.data.roots), naming the field and nothing about the file."""
+        from worker.data.base import DataError
+
+        try:
+            self.data_policy.check(spec.dataset.name, spec.dataset.path)
+        except DataError as exc:
+            raise SpecError(str(exc), "dataset.path") from None
+
+    def get(self, job_id: str, principal=None) -> JobRecord:
+        """The job, if ``principal`` may see it (its owner, or an admin; None: the server
+        itself); anyone else gets the same NOT_FOUND as for a job that does not exist."""
         rec = self.store.get(job_id)
-        if rec is None:
+        if rec is None or not _may_see(principal, rec):
             raise JobNotFound(f"job {job_id!r} not found")
         return rec
 
-    def cancel(self, job_id: str) -> JobRecord:
-        rec = self.get(job_id)
+    def list_jobs(self, principal, state: str | None, after: int, limit: int) -> list[JobRecord]:
+        """Jobs in creation order after the cursor: the caller's own, or all for an admin."""
+        owner = None if principal is None or principal.admin else principal.name
+        return self.store.list(state, after, limit, owner=owner)
+
+    def cancel(self, job_id: str, principal=None) -> JobRecord:
+        rec = self.get(job_id, principal)
         if rec.state in TERMINAL:
             raise JobFinished(f"job {job_id} already {rec.state}; only QUEUED or RUNNING jobs can be cancelled")
         with self._lock:
             running = self._running.get(job_id)
             if running is None:
-                self._write(job_id, state_change=("CANCELLED", "cancelled before it started"), cancel_requested=1)
+                if self.store.set_state(job_id, "CANCELLED", "cancelled before it started", cancel_requested=1) is None:
+                    rec = self.get(job_id)
+                    raise JobFinished(f"job {job_id} already {rec.state}; only QUEUED or RUNNING jobs can be cancelled")
+                self._notify()
                 return self.get(job_id)
             running.cancel.set()
             self.store.update(job_id, cancel_requested=1)
             if running.runner is not None:
-                running.runner.cancel.remote()  # stop the round in flight: kill the replicas now
+                if running.started:
+                    running.runner.cancel.remote()  # stop the round in flight: kill the replicas now
+                else:  # still starting: its engine is not built, so nothing but the process can stop it
+                    _kill(running.runner)  # the replicas it created die with it
         return self.get(job_id)
 
-    def scale(self, job_id: str, replicas: int) -> JobRecord:
+    def scale(self, job_id: str, replicas: int, principal=None) -> JobRecord:
         """Set a job's replica count: at once for a queued job, at the next round boundary for
-        a running one. Checked like a new job (strategy, min_replicas, cluster capacity)."""
-        rec = self.get(job_id)
+        a running one. Checked like a new job (strategy, min_replicas, cluster capacity, the
+        service's limits)."""
+        rec = self.get(job_id, principal)
         if rec.state in TERMINAL:
             raise JobFinished(f"job {job_id} already {rec.state}; only QUEUED or RUNNING jobs can be scaled")
         spec = JobSpec.parse(rec.spec)
@@ -240,6 +241,7 @@ class JobManager:
         new = spec.model_copy(update={"replicas": replicas})
         resources = self._cluster()
         new.check_capacity(resources.get("CPU", 0.0), resources.get("GPU", 0.0))
+        self.limits.admit(new, self.nodes)
         with self._lock:
             running = self._running.get(job_id)
             if running is None or not running.started:
@@ -290,8 +292,10 @@ class JobManager:
             need = spec.replicas * spec.resources.cpus_per_replica
             with self._lock:
                 used = sum(r.cpus for r in self._running.values())
+                procs = sum(r.spec.replicas for r in self._running.values())
                 full = self.max_concurrent and len(self._running) >= self.max_concurrent
-                if full or used + need > self.resources.get("CPU", 0.0) + 1e-9:
+                crowded = self._process_cap() and procs + spec.replicas > self._process_cap()
+                if full or crowded or used + need > self.resources.get("CPU", 0.0) + 1e-9:
                     return  # first come, first served: wait for room
                 if self.store.get(rec.id).state != "QUEUED":
                     continue  # cancelled meanwhile
@@ -301,6 +305,10 @@ class JobManager:
             running.thread = threading.Thread(target=self._run, args=(rec.id, running), name=f"job-{rec.id}",
                                               daemon=True)
             running.thread.start()
+
+    def _process_cap(self) -> int:
+        """Replica processes the cluster may host at once (--max-replicas-per-node, summed)."""
+        return sum(self.limits.replicas_per_node(n["cpus"]) for n in self.nodes)
 
     def _requeue_orphans(self) -> None:
         """A job RUNNING in the store with no thread here lost its thread to a store write
@@ -323,7 +331,11 @@ class JobManager:
         runner = None
         try:
             t0 = time.time()
-            runner = running.runner = start_runner(running.spec.to_dict(), str(self.run_dir(job_id).path.resolve()))
+            with self._lock:  # a cancel from now on sees the runner (and kills it while it starts)
+                if running.cancel.is_set():
+                    raise _CancelledBeforeStart()
+                runner = running.runner = start_runner(running.spec.to_dict(), str(self.run_dir(job_id).path.resolve()),
+                                                       env=self.data_policy.env())
             key, data, reused = self._dataset_of(runner)
             try:
                 info = ray.get(runner.start.remote(cancelled=running.cancel.is_set(),
@@ -340,7 +352,7 @@ class JobManager:
                 else:
                     self.datasets.sized(key, data, info.get("dataset_bytes", 0))
             if "timings" in info:
-                running.startup = _startup(t0, reused, info["timings"])
+                running.startup = startup_report(t0, reused, info["timings"])
             if "error" in info:
                 if running.cancel.is_set():
                     self._finish(job_id, "CANCELLED", "cancelled by user")
@@ -348,7 +360,7 @@ class JobManager:
                     self._finish(job_id, "FAILED", "failed", error=info["error"])
                 return
             running.started = True
-            listeners = [_StoreListener(self, job_id, info["total"])]
+            listeners = [StoreListener(self, job_id, info["total"])]
             if self.metrics is not None:
                 listeners.append(self.metrics.listener(job_id))
                 self.metrics.replicas.labels(job_id).set(info["replicas"])
@@ -443,12 +455,12 @@ class JobManager:
 
     def _finish(self, job_id: str, state: str, reason: str, summary: dict | None = None,
                 error: dict | None = None) -> None:
-        if summary is not None:
-            s = _pick(summary, SUMMARY_KEYS)
-            self._write(job_id, summary=s, event=("summary", s))
-        if error is not None:
-            self._write(job_id, error=error, event=("error", error))
-        self._write(job_id, state_change=(state, reason))
+        """The run's summary or error and its final state, in one transaction, and only if the
+        job is not terminal yet (a cancel may have ended it first: then nothing is written)."""
+        s = pick(summary, SUMMARY_KEYS) if summary is not None else None
+        if self.store.finish(job_id, state, reason, summary=s, error=error) is None:
+            log.info("job %s: not %s, it had already ended", job_id, state)
+        self._notify()
 
     # ----- store writes + wake-ups -------------------------------------------------------------
     def _write(self, job_id: str, *, state_change: tuple[str, str] | None = None, **columns) -> None:
@@ -461,24 +473,6 @@ class JobManager:
     def _notify(self) -> None:
         with self.changed:
             self.changed.notify_all()
-
-
-def _startup(t0: float, reused: bool, marks: dict) -> dict:
-    """A job's start-up steps in seconds, from the runner's timestamps: whether its runner and
-    replica processes existed before the job started (warm), whether its dataset was already
-    in the object store, and how long each step took."""
-    def span(a, b):
-        return round(marks[b] - marks[a], 3) if marks.get(a) and marks.get(b) else None
-
-    starts = marks.get("replica_processes") or []
-    return {"t0": t0, "runner_pid": marks.get("pid"),
-            "runner_warm": bool(marks.get("process") and marks["process"] < t0),
-            "runner_s": round(marks["init"] - t0, 3), "torch_import_s": span("init", "torch"),
-            "runner_ready_s": round(marks["start"] - t0, 3), "dataset_reused": reused,
-            "dataset_fallback": bool(marks.get("data_fallback")),
-            "data_s": span("start", "data"), "model_s": span("data", "model"), "replicas_s": span("model", "replicas"),
-            "replicas_warm": sum(1 for s in starts if s is not None and s < t0), "replicas_total": len(starts),
-            "engine_s": span("replicas", "engine")}
 
 
 def _cause(exc: BaseException) -> BaseException:
@@ -498,3 +492,24 @@ def _reachable(address: str, timeout: float = 3.0) -> bool:
             return True
     except (OSError, ValueError):
         return False
+
+
+class _CancelledBeforeStart(Exception):
+    """The job was cancelled before its runner was created."""
+
+
+def _owner(principal) -> str:
+    return principal.name if principal is not None else DEFAULT_OWNER
+
+
+def _may_see(principal, rec: JobRecord) -> bool:
+    return principal is None or principal.admin or rec.owner == principal.name
+
+
+def _kill(actor) -> None:
+    import ray
+
+    try:
+        ray.kill(actor, no_restart=True)
+    except Exception:  # noqa: BLE001 - already dead
+        pass

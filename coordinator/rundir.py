@@ -8,6 +8,9 @@
 Files are replaced atomically and durably (temporary file, fsync, rename, fsync of the
 directory); ``metrics.jsonl`` is appended a line at a time and survives a crash or a full
 disk without a torn or lost line (see :class:`MetricsLog`).
+
+Everything is private to the user running the job: directories 0700, files 0600 (a job
+server's run directories hold every client's checkpoints; docs/security.md).
 """
 from __future__ import annotations
 
@@ -38,7 +41,7 @@ class RunDir:
 
     def prepare(self, spec: JobSpec, resume: bool) -> None:
         """Create the directory and write the spec; refuse to mix two different jobs."""
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
         if resume and self.spec_path.exists():
             old = JobSpec.parse(yaml.safe_load(self.spec_path.read_text()))
             changed = _diff(old.to_dict(), spec.resolved().to_dict()) - _RESUMABLE_CHANGES
@@ -75,7 +78,7 @@ class MetricsLog:
     def __init__(self, run_dir: RunDir):
         self.path = run_dir.metrics_path
         drop_torn_tail(self.path)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         self._pending: list[str] = []
 
     def _log(self, obj: dict) -> None:

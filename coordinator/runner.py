@@ -189,7 +189,13 @@ def _get(ref):
 
 @ray.remote(num_cpus=0, max_concurrency=4)
 class JobRunner:
-    def __init__(self, spec: dict, run_dir: str):
+    def __init__(self, spec: dict, run_dir: str, env: dict | None = None):
+        """``env``: the server's data policy (worker.data.roots.DataPolicy.env: the data roots
+        and size caps), applied to this process before it reads any data. Passed explicitly
+        rather than as a runtime_env, which would keep the job off the warm worker processes;
+        on an external cluster this is how the roots reach the node that reads the data."""
+        if env:
+            os.environ.update(env)
         self.marks = {"process": _process_start_time(), "init": time.time()}
         import torch
 
@@ -316,9 +322,10 @@ def _safe_summary(engine) -> dict | None:
         return None
 
 
-def start_runner(spec: dict, run_dir: str):
-    """A JobRunner on this process's node (the run directory is on its disk)."""
+def start_runner(spec: dict, run_dir: str, env: dict | None = None):
+    """A JobRunner on this process's node (the run directory is on its disk); ``env``: the
+    server's data policy for the process that reads the job's data (JobRunner)."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     node = ray.get_runtime_context().get_node_id()
-    return JobRunner.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(spec, run_dir)
+    return JobRunner.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(spec, run_dir, env)

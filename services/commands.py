@@ -10,19 +10,11 @@ import time
 from pathlib import Path
 
 from services.cli import load_spec
+from services.serve_flags import add_serve_command, nice_value  # noqa: F401  (nice_value: part of the CLI API)
 
 INPUT_CODES = ("INVALID_ARGUMENT", "NOT_FOUND", "FAILED_PRECONDITION", "RESOURCE_EXHAUSTED", "UNAUTHENTICATED",
                 "PERMISSION_DENIED", "OUT_OF_RANGE", "ALREADY_EXISTS")
 _STATES = ("QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED")
-
-
-def cmd_serve(args) -> int:
-    from coordinator.spec import SpecError
-    from services.server import serve_main  # imported only when serving
-
-    if bool(args.tls_cert) != bool(args.tls_key):
-        raise SpecError("--tls-cert and --tls-key go together", "--tls-cert")
-    return serve_main(args) or 0
 
 
 def _client(args):
@@ -348,16 +340,6 @@ def positive_int(text: str) -> int:
     return value
 
 
-def nice_value(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer in 0..19, got {text!r}") from None
-    if not 0 <= value <= 19:
-        raise argparse.ArgumentTypeError(f"must be in 0..19 (0 = no change, 19 = lowest priority), got {value}")
-    return value
-
-
 def _connection_flags() -> argparse.ArgumentParser:
     conn = argparse.ArgumentParser(add_help=False)
     g = conn.add_argument_group("connection")
@@ -372,25 +354,7 @@ def _connection_flags() -> argparse.ArgumentParser:
 
 def add_client_commands(sub) -> None:
     conn = [_connection_flags()]
-    serve = sub.add_parser("serve", help="run the gRPC job server")
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=50051, help="port (default 50051; 0 = pick a free one)")
-    serve.add_argument("--data-dir", default="./esgd-data", help="job store and run directories (default ./esgd-data)")
-    serve.add_argument("--ray-address", help="attach to an existing Ray cluster instead of starting one")
-    serve.add_argument("--num-cpus", type=int, help="CPUs for the embedded Ray (default: all)")
-    serve.add_argument("--max-concurrent-jobs", type=int, default=0, help="jobs run at once (0 = as many as fit)")
-    serve.add_argument("--token-file", help="file holding the bearer token clients must send (default: no auth)")
-    serve.add_argument("--tls-cert", help="server certificate (PEM); with --tls-key enables TLS")
-    serve.add_argument("--tls-key", help="server private key (PEM)")
-    serve.add_argument("--metrics-port", type=int, default=0, help="Prometheus metrics port (default 0 = off)")
-    serve.add_argument("--metrics-host", default="127.0.0.1", help="metrics address (default 127.0.0.1)")
-    serve.add_argument("--ray-metrics-port", type=int, default=0,
-                       help="port of the embedded Ray's own metrics endpoint (default 0 = Ray picks)")
-    serve.add_argument("--api-nice", type=nice_value, default=10,
-                       help="nice value (0-19) of the threads answering API calls, so that clients yield "
-                            "to training (default 10; 0 = same priority as the jobs)")
-    serve.add_argument("--port-file", help="write the bound port to this file once serving")
-    serve.set_defaults(func=cmd_serve)
+    add_serve_command(sub)
 
     submit = sub.add_parser("submit", parents=conn, help="submit a job to the server")
     submit.add_argument("job", help="job spec file (YAML or JSON)")

@@ -130,13 +130,23 @@ def encode_page_token(ordinal: int, state: str) -> str:
     return base64.urlsafe_b64encode(json.dumps({"after": ordinal, "state": state}).encode()).decode()
 
 
+MAX_PAGE_TOKEN = 512
+
+
 def decode_page_token(token: str, state: str) -> int:
-    """The cursor in ``token``; it must come from a List with the same filter."""
+    """The cursor in ``token``; it must come from a List with the same filter. Anything else
+    — not base64, not JSON, not a mapping, a cursor that is not a small non-negative
+    integer — is INVALID_ARGUMENT naming ``page_token``, never an internal error."""
+    bad = SpecError("page_token: not a token returned by ListJobs", "page_token")
+    if len(token) > MAX_PAGE_TOKEN:
+        raise bad
     try:
-        data = json.loads(base64.urlsafe_b64decode(token.encode()))
-        after = int(data["after"])
-    except (ValueError, KeyError, TypeError):
-        raise SpecError("page_token: not a token returned by ListJobs", "page_token") from None
+        data = json.loads(base64.urlsafe_b64decode(token.encode("ascii")))
+    except (ValueError, TypeError, UnicodeError):
+        raise bad from None
+    after = data.get("after") if isinstance(data, dict) else None
+    if isinstance(after, bool) or not isinstance(after, int) or not 0 <= after < 2**62:
+        raise bad
     if data.get("state") != state:
         raise SpecError("page_token: was issued for a different state filter", "page_token")
     return after

@@ -11,10 +11,16 @@ import time
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
+from services.guard import kind_of, rebuild, wrap
+
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0)
 
 
-class GrpcMetricsInterceptor(grpc.ServerInterceptor):
+class GrpcMetricsInterceptor(grpc.aio.ServerInterceptor):
+    """Counts and times every call by method and final status (the outermost interceptor, so
+    refusals — UNAUTHENTICATED, the stream cap — are counted too). Wrappers keep each
+    handler's nature (services.guard.wrap): coroutines stay on the event loop."""
+
     def __init__(self, registry: CollectorRegistry):
         self.requests = Counter("esgd_grpc_requests", "gRPC requests by method and status code.",
                                 ["method", "code"], registry=registry)
@@ -25,54 +31,19 @@ class GrpcMetricsInterceptor(grpc.ServerInterceptor):
         self.requests.labels(method, code).inc()
         self.latency.labels(method, code).observe(seconds)
 
-    def intercept_service(self, continuation, details):
-        handler = continuation(details)
+    async def intercept_service(self, continuation, details):
+        handler = await continuation(details)
         if handler is None:
             return None
-        method = details.method
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                self._unary(handler.unary_unary, method), request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer)
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                self._stream(handler.unary_stream, method), request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer)
-        return handler  # no client-streaming methods in this API
+        method, kind = details.method, kind_of(handler)
 
-    def _unary(self, behavior, method):
-        def wrapped(request, context):
-            with _Timed(self, method, context):
-                return behavior(request, context)
-        return wrapped
+        def before(request, rec):
+            rec.note["t0"] = time.perf_counter()
 
-    def _stream(self, behavior, method):
-        def wrapped(request, context):
-            with _Timed(self, method, context):
-                yield from behavior(request, context)
-        return wrapped
+        def after(rec, exc):
+            self._record(method, rec.final_code(exc), time.perf_counter() - rec.note.get("t0", time.perf_counter()))
 
-
-class _Timed:
-    """Times one call and records it with its final status code."""
-
-    def __init__(self, interceptor: GrpcMetricsInterceptor, method: str, context):
-        self.interceptor, self.method, self.context = interceptor, method, context
-
-    def __enter__(self):
-        self.start = time.perf_counter()
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is GeneratorExit:  # the client went away mid-stream
-            code = "CANCELLED"
-        else:
-            code = _code(self.context, "UNKNOWN" if exc_type else "OK")
-        self.interceptor._record(self.method, code, time.perf_counter() - self.start)
-
-
-def _code(context, default: str) -> str:
-    code = context.code() if hasattr(context, "code") else None
-    return code.name if isinstance(code, grpc.StatusCode) else default
+        return rebuild(handler, wrap(getattr(handler, kind), before, after, kind.endswith("_stream")))
 
 
 def start_exporter(registry: CollectorRegistry, host: str, port: int) -> int:

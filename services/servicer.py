@@ -3,11 +3,17 @@
 | domain error                         | status code          |
 |--------------------------------------|----------------------|
 | SpecError (bad spec, names the field)| INVALID_ARGUMENT     |
-| CapacityError (can never be hosted)  | RESOURCE_EXHAUSTED   |
-| JobNotFound                          | NOT_FOUND            |
+| CapacityError (a limit, names it)    | RESOURCE_EXHAUSTED   |
+| JobNotFound (or another's job)       | NOT_FOUND            |
+| RequestConflict (request_id reused)  | ALREADY_EXISTS       |
 | JobFinished (cancel a finished job)  | FAILED_PRECONDITION  |
 | ClusterUnavailable (Ray unreachable) | UNAVAILABLE          |
 | StoreError (job store unwritable)    | UNAVAILABLE          |
+
+Policy lives in the manager (ownership, limits, admission) and coordinator.limits; this
+layer only names the caller (services.auth) and translates. Unary calls and the downloads are
+plain functions run in the server's thread pool; WatchJob is a coroutine on its event loop
+(services.watch), so watchers hold no thread.
 """
 from __future__ import annotations
 
@@ -20,116 +26,130 @@ import grpc
 from coordinator.checkpoint import list_checkpoints, load_latest, verify
 from coordinator.errors import CapacityError, ClusterUnavailable, JobFinished, JobNotFound, SpecError
 from coordinator.manager import JobManager
-from coordinator.store import TERMINAL, StoreError
+from coordinator.store import RequestConflict, StoreError
 from services.api import jobs_pb2 as pb
 from services.api import jobs_pb2_grpc
-from services.convert import (decode_page_token, encode_page_token, event_to_proto, job_to_proto,
-                              proto_to_spec_dict)
+from services.auth import Authenticator
+from services.convert import decode_page_token, encode_page_token, job_to_proto, proto_to_spec_dict
 
 CHUNK_BYTES = 1 << 20
-WATCH_PAGE = 64  # events read from the store at a time: a replay the client drops early costs a page
 ARTIFACTS = ("flatness.json", "flatness.png", "metrics.jsonl", "summary.json", "spec.yaml")
+MAX_JOB_ID = 64
 _CODES = [(CapacityError, grpc.StatusCode.RESOURCE_EXHAUSTED), (SpecError, grpc.StatusCode.INVALID_ARGUMENT),
-          (JobNotFound, grpc.StatusCode.NOT_FOUND), (JobFinished, grpc.StatusCode.FAILED_PRECONDITION),
+          (JobNotFound, grpc.StatusCode.NOT_FOUND), (RequestConflict, grpc.StatusCode.ALREADY_EXISTS),
+          (JobFinished, grpc.StatusCode.FAILED_PRECONDITION),
           (ClusterUnavailable, grpc.StatusCode.UNAVAILABLE), (StoreError, grpc.StatusCode.UNAVAILABLE)]
+_DOMAIN = tuple(cls for cls, _ in _CODES)
 
 
-def _abort_for(exc: Exception, context) -> None:
-    for cls, code in _CODES:
-        if isinstance(exc, cls):
-            context.abort(code, str(exc))
-    raise exc
+def _status(exc: Exception) -> tuple[grpc.StatusCode, str]:
+    return next(code for cls, code in _CODES if isinstance(exc, cls)), str(exc)
 
 
 def mapped(method):
-    """Translate domain errors raised by a unary or server-streaming method into statuses."""
+    """Translate domain errors raised by a handler (function, generator or async generator)."""
+    if inspect.isasyncgenfunction(method):
+        @functools.wraps(method)
+        async def agen(self, request, context):
+            try:
+                async for item in method(self, request, context):
+                    yield item
+            except _DOMAIN as exc:
+                await context.abort(*_status(exc))
+        return agen
     if inspect.isgeneratorfunction(method):
         @functools.wraps(method)
         def stream(self, request, context):
             try:
                 yield from method(self, request, context)
-            except tuple(cls for cls, _ in _CODES) as exc:
-                _abort_for(exc, context)
+            except _DOMAIN as exc:
+                context.abort(*_status(exc))
         return stream
 
     @functools.wraps(method)
     def unary(self, request, context):
         try:
             return method(self, request, context)
-        except tuple(cls for cls, _ in _CODES) as exc:
-            _abort_for(exc, context)
+        except _DOMAIN as exc:
+            context.abort(*_status(exc))
     return unary
 
 
 def job_id(name: str) -> str:
-    if not name.startswith("jobs/") or len(name) <= 5 or "/" in name[5:]:
-        raise SpecError(f"name: expected 'jobs/{{id}}', got {name!r}", "name")
+    if not name.startswith("jobs/") or not 5 < len(name) <= 5 + MAX_JOB_ID or "/" in name[5:]:
+        raise SpecError(f"name: expected 'jobs/{{id}}' (an id of at most {MAX_JOB_ID} characters), "
+                        f"got {name[:80]!r}", "name")
     return name[5:]
 
 
 class JobServicer(jobs_pb2_grpc.JobServiceServicer):
-    def __init__(self, manager: JobManager, watch_poll_s: float = 1.0):
+    def __init__(self, manager: JobManager, auth: Authenticator | None = None, hub=None):
         self.m = manager
-        self.watch_poll_s = watch_poll_s
+        self.auth = auth or Authenticator()
+        self.hub = hub  # services.watch.WatchHub, set by the server once its event loop runs
+
+    def _who(self, context):
+        return self.auth.principal_of(context)
 
     @mapped
     def CreateJob(self, request, context):
-        return job_to_proto(self.m.create(proto_to_spec_dict(request.job), request.request_id or None))
+        return job_to_proto(self.m.create(proto_to_spec_dict(request.job), request.request_id or None,
+                                          principal=self._who(context), spec_bytes=request.job.ByteSize()))
 
     @mapped
     def GetJob(self, request, context):
-        return job_to_proto(self.m.get(job_id(request.name)))
+        return job_to_proto(self.m.get(job_id(request.name), principal=self._who(context)))
 
     @mapped
     def ListJobs(self, request, context):
+        limits = self.m.limits
         if request.page_size < 0:
             raise SpecError("page_size: must be >= 0", "page_size")
-        size = min(request.page_size or 50, 1000)
+        if request.state not in pb.State.values():
+            raise SpecError(f"state: {request.state} is not a job state; one of "
+                            f"{', '.join(pb.State.keys())}", "state")
+        size = min(request.page_size or 50, limits.max_page_jobs)
         state = pb.State.Name(request.state) if request.state else ""
         after = decode_page_token(request.page_token, state) if request.page_token else 0
-        recs = self.m.store.list(state or None, after, size + 1)
-        token = encode_page_token(recs[size - 1].ordinal, state) if len(recs) > size else ""
-        return pb.ListJobsResponse(jobs=[job_to_proto(r) for r in recs[:size]], next_page_token=token)
+        recs = self.m.list_jobs(self._who(context), state or None, after, size + 1)
+        jobs, used = [], 0
+        for rec in recs[:size]:  # bounded in bytes too: a page stops before it would pass the cap
+            job = job_to_proto(rec)
+            used += job.ByteSize() + 8
+            if jobs and used > limits.max_page_bytes:
+                break
+            jobs.append((rec, job))
+        more = len(jobs) < len(recs)
+        token = encode_page_token(jobs[-1][0].ordinal, state) if jobs and more else ""
+        return pb.ListJobsResponse(jobs=[j for _, j in jobs], next_page_token=token)
 
     @mapped
     def CancelJob(self, request, context):
-        return job_to_proto(self.m.cancel(job_id(request.name)))
+        return job_to_proto(self.m.cancel(job_id(request.name), principal=self._who(context)))
 
     @mapped
     def ScaleJob(self, request, context):
-        return job_to_proto(self.m.scale(job_id(request.name), request.replicas))
+        return job_to_proto(self.m.scale(job_id(request.name), request.replicas, principal=self._who(context)))
 
     @mapped
-    def WatchJob(self, request, context):
-        jid = job_id(request.name)
+    async def WatchJob(self, request, context):
+        who, jid, hub = self._who(context), job_id(request.name), self.hub
         if request.HasField("after_seq"):
             if request.after_seq < 0:
                 raise SpecError("after_seq: must be >= 0", "after_seq")
-            self.m.get(jid)
+            await hub.in_pool(functools.partial(self.m.get, jid, principal=who))
             after = request.after_seq
         else:
-            after = self.m.store.last_seq(jid)  # read before the snapshot: nothing falls between
-            yield pb.JobEvent(seq=0, snapshot=job_to_proto(self.m.get(jid)))
-        while context.is_active() and not self.m.stopping:
-            events = self.m.store.events(jid, after, limit=WATCH_PAGE)
-            for ev in events:
-                yield event_to_proto(ev)
-                after = ev.seq
-            if events:
-                continue
-            if self.m.get(jid).state in TERMINAL:
-                while events := self.m.store.events(jid, after, limit=WATCH_PAGE):  # written with the final state
-                    for ev in events:
-                        yield event_to_proto(ev)
-                        after = ev.seq
-                return
-            with self.m.changed:
-                self.m.changed.wait(timeout=self.watch_poll_s)
+            after = await hub.in_pool(self.m.store.last_seq, jid)  # read before the snapshot: nothing falls between
+            snapshot = await hub.in_pool(functools.partial(self.m.get, jid, principal=who))
+            yield pb.JobEvent(seq=0, snapshot=job_to_proto(snapshot))
+        async for message in hub.follow(jid, after):  # converted once per event, for all watchers
+            yield message
 
     @mapped
     def DownloadCheckpoint(self, request, context):
         jid = job_id(request.name)
-        self.m.get(jid)
+        self.m.get(jid, principal=self._who(context))
         directory = self.m.run_dir(jid).checkpoints
         if request.round:
             path = next((p for p in list_checkpoints(directory) if p.name == f"ckpt-{request.round:08d}.pt"), None)
@@ -145,9 +165,10 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     @mapped
     def DownloadArtifact(self, request, context):
         jid = job_id(request.name)
-        self.m.get(jid)
+        self.m.get(jid, principal=self._who(context))
         if request.artifact not in ARTIFACTS:
-            raise SpecError(f"artifact: must be one of {', '.join(ARTIFACTS)}; got {request.artifact!r}", "artifact")
+            raise SpecError(f"artifact: must be one of {', '.join(ARTIFACTS)}; got {request.artifact[:80]!r}",
+                            "artifact")
         path = self.m.run_dir(jid).path / request.artifact
         if not path.is_file():
             hint = " (submit the job with flatness.enabled: true)" if request.artifact.startswith("flatness") else ""

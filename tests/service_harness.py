@@ -14,13 +14,16 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class ServerProcess:
-    def __init__(self, data_dir: Path, *extra: str, env: dict | None = None):
+    """``prefix``: a command the server runs under, e.g. ``("nice", "-n", "15")``."""
+
+    def __init__(self, data_dir: Path, *extra: str, env: dict | None = None, prefix: tuple = ()):
         self.data_dir = Path(data_dir)
-        self.port_file = self.data_dir / f"port-{time.monotonic_ns()}"
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.log = open(self.data_dir / "server.log", "ab")
+        self.port_file = self.data_dir / f"port-{time.monotonic_ns()}"
+        self.log_path = self.data_dir / "server.log"
+        self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "serve", "--port", "0", "--port-file", str(self.port_file),
+            [*prefix, sys.executable, "-m", "services.cli", "serve", "--port", "0", "--port-file", str(self.port_file),
              "--data-dir", str(self.data_dir), *extra],
             cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0", **(env or {})})
@@ -39,7 +42,7 @@ class ServerProcess:
         raise TimeoutError(f"esgd serve did not start: {self.read_log()[-3000:]}")
 
     def read_log(self) -> str:
-        return (self.data_dir / "server.log").read_text(errors="replace")
+        return self.log_path.read_text(errors="replace")
 
     def channel(self) -> grpc.Channel:
         return grpc.insecure_channel(self.target)

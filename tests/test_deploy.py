@@ -65,24 +65,36 @@ def _compose_binary() -> Path:
     return binary
 
 
-def _compose(*args: str) -> subprocess.CompletedProcess:
+def _compose(*args: str, extra_env: dict | None = None) -> subprocess.CompletedProcess:
     # The Python wrapper always exits 0: call the Go binary itself. A fixed project name and an
     # empty environment for the variables the file reads keep the result independent of the shell.
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(ROOT), "COMPOSE_PROJECT_NAME": "esgd"}
+    # RAY_AUTH_TOKEN: the file requires it (Ray's token auth is on); a dummy one validates the rest.
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(ROOT), "COMPOSE_PROJECT_NAME": "esgd", **(extra_env or {})}
     return subprocess.run([str(_compose_binary()), "-f", str(COMPOSE_FILE), *args], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=60)
 
 
+RAY_TOKEN = {"RAY_AUTH_TOKEN": "0123456789abcdef0123456789abcdef"}
+
+
 @pytest.fixture(scope="module")
 def compose_config() -> dict:
-    r = _compose("config", "--format", "json")
+    r = _compose("config", "--format", "json", extra_env=RAY_TOKEN)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
 
 
 def test_compose_file_is_valid():
-    r = _compose("config", "-q")
+    r = _compose("config", "-q", extra_env=RAY_TOKEN)
     assert r.returncode == 0, f"docker compose config -q failed:\n{r.stderr}"
+
+
+def test_ray_token_auth_is_on_and_the_token_required(compose_config):
+    r = _compose("config", "-q")
+    assert r.returncode != 0 and "RAY_AUTH_TOKEN" in r.stderr  # no cluster without a token
+    for name in ("ray-head", "ray-worker", "esgd"):  # every Ray process, the esgd driver included
+        env = compose_config["services"][name]["environment"]
+        assert env["RAY_AUTH_MODE"] == "token" and env["RAY_AUTH_TOKEN"] == RAY_TOKEN["RAY_AUTH_TOKEN"]
 
 
 def test_compose_services_and_volumes(compose_config):

@@ -54,7 +54,7 @@ def test_rpc_threads_run_at_api_nice_and_later_job_threads_do_not(tmp_path):
         assert nice_of(threading.get_native_id()) == base  # the caller's thread is untouched
     finally:
         spawn.set()
-        server.grpc.stop(0).wait()
+        server.stop(0)  # the server runs grpc.aio on its own loop thread: stop() is its shutdown
 
 
 def test_api_nice_is_validated(tmp_path):
