@@ -5,7 +5,8 @@ Four systems train LeNet on Fashion-MNIST on this machine, from the same initial
 
     ray-train-ddp  Ray Train ``TorchTrainer``, 2 workers × 1 CPU, gloo, DistributedDataParallel
                    (``ray.train.torch.prepare_model``), DistributedSampler shards, batch 128 per
-                   worker, SGD lr 0.1 Nesterov 0.9, weight decay 5e-4 (DESIGN.md §5 baseline)
+                   worker, SGD lr 0.1 Nesterov 0.9, weight decay 5e-4 (the SGD baseline of
+                   examples/sgd-lenet.yaml)
     parle          our engine, ``examples/quickstart.yaml`` (Parle settings, K = 2, L = 20)
     entropy-sgd    our engine, ``examples/entropy-sgd-lenet.yaml`` with K = 2 (shared anchor)
     sgd            one process, 2 torch threads, the same batch 128 and optimizer as the DDP run
@@ -19,7 +20,8 @@ What is measured, and how:
 - *time / grad evals to target*: at the first periodic evaluation (every ``--eval-every`` train
   seconds, on a fixed 2,000-image probe of the test set) whose error is ≤ ``--target``; its
   resolution is the evaluation period. A gradient evaluation is one minibatch gradient (128
-  samples) on one worker: DDP counts 2 per step, ours L per replica per round (DESIGN.md §4).
+  samples) on one worker: DDP counts 2 per step, ours L per replica per round (docs/design.md,
+  "Data per replica and cost accounting").
 - *final error*: the full 10,000-image test set at the end of the budget (equal train time).
 - *train CPU s*: CPU seconds (user + system, /proc) the training processes got in that time:
   the SGD process, both Ray Train workers, or our 2 actors plus the driver's share of the rounds.

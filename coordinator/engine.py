@@ -1,4 +1,4 @@
-"""The round loop, written once for every strategy (DESIGN.md §3)::
+"""The round loop, written once for every strategy (docs/design.md, "A job's data flow")::
 
     for t in range(total):
         hp      = strategy.round_params(t)          # γ_t scoped, LR schedule applied
@@ -11,9 +11,10 @@ is recreated (or, when Ray cannot place it within ``resources.placement_timeout_
 while at least ``train.min_replicas`` remain), and ``request_resize(n)`` (esgd scale) takes
 effect at the start of the next round. No round is ever re-run and no one stops the world.
 
-Cost accounting follows DESIGN.md §4: a round costs L gradient evaluations per replica; an
-*epoch* is ``nb`` outer steps (nb = minibatches in one pass over a replica's data), i.e. L
-data passes per replica — the papers' "effective epochs" are reported as data passes.
+Cost accounting (docs/design.md, "Data per replica and cost accounting"): a round costs L
+gradient evaluations per replica; an *epoch* is ``nb`` outer steps (nb = minibatches in one
+pass over a replica's data), i.e. L data passes per replica — the papers' "effective epochs"
+are reported as data passes.
 """
 from __future__ import annotations
 

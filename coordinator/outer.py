@@ -1,4 +1,4 @@
-"""The outer loop's math, as pure functions over lists of tensors (README: "The strategies and their equations").
+"""The outer loop's math, as pure functions over lists of tensors (docs/design.md, "Equations").
 
 Shared anchor (Entropy-SGD, K ≥ 1 chains)::
 

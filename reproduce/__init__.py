@@ -16,7 +16,7 @@ its own run directory; results are read back from ``summary.json`` and ``metrics
 
 **Equal compute.** Methods are compared at the same number of *effective epochs* — passes over
 the training data per replica, i.e. gradient evaluations per replica × batch size / training
-set size (DESIGN.md §4). One outer step of any method costs L gradient evaluations per
+set size (docs/design.md, "Data per replica and cost accounting"). One outer step of any method costs L gradient evaluations per
 replica, so a method with L inner steps runs ``E · nb / L`` outer steps for a budget of ``E``
 effective epochs (``nb`` = minibatches per pass); the presets (:mod:`reproduce.presets`) pick
 ``E`` as a multiple of every L used, so the budgets are exactly equal. Replicated methods

@@ -1,14 +1,16 @@
 """Job specs for the reproductions: the papers' hyperparameters, sizes per mode, equal budgets.
 
 A budget is ``E`` *effective epochs*: passes over the (sub)set of training data per replica,
-the papers' convention (DESIGN.md §4). A method with L inner steps per outer step runs
-``E / L`` engine epochs (= ``E · nb / L`` outer steps, ``nb`` minibatches per pass), i.e.
-exactly ``E · nb`` gradient evaluations per replica. ``E`` is a multiple of every L in a
-model's method set, so every method gets exactly the same number of gradient evaluations per
-replica. The learning rate of every method drops ×0.1 after 50% and 75% of the budget (the
-schedule of the DESIGN.md §5 reference runs: 1 → 0.1 → 0.01 at epochs 2 and 3 of 4).
+the papers' convention (docs/design.md, "Data per replica and cost accounting"). A method
+with L inner steps per outer step runs ``E / L`` engine epochs (= ``E · nb / L`` outer steps,
+``nb`` minibatches per pass), i.e. exactly ``E · nb`` gradient evaluations per replica. ``E``
+is a multiple of every L in a model's method set, so every method gets exactly the same number
+of gradient evaluations per replica. The learning rate of every method drops ×0.1 after 50%
+and 75% of the budget (the schedule of the Fashion-MNIST reference run,
+examples/entropy-sgd-lenet.yaml: 1 → 0.1 → 0.01 at epochs 2 and 3 of 4).
 
-Hyperparameters (DESIGN.md §4/§5; the same for every seed, not tuned per method):
+Hyperparameters (the papers' settings: docs/design.md, "Reference settings and published
+numbers"; the same for every seed, not tuned per method):
 
 ============  ==================================================================================
 image models  ``mnistfc`` and ``lenet`` on Fashion-MNIST, batch 128, weight decay 5e-4 in every
@@ -45,8 +47,9 @@ FLATNESS_METHODS = ("sgd", "entropy-sgd", "parle")
 METHOD_LABELS = {"sgd": "SGD", "entropy-sgd": "Entropy-SGD", "parle": "Parle", "elastic-sgd": "Elastic-SGD"}
 REPLICAS = {"sgd": 1, "entropy-sgd": 1, "parle": 2, "elastic-sgd": 2}
 
-# The papers' own numbers, as DESIGN.md §4 lists them (MNIST for the image models, War and Peace
-# for the LSTM; test error % / perplexity). Nothing is listed there for Elastic-SGD.
+# The papers' own numbers: the Entropy-SGD paper's Table 1 and the Parle paper (MNIST for the
+# image models, War and Peace for the LSTM; test error % / perplexity; docs/design.md, "Reference
+# settings and published numbers"). No number is listed here for Elastic-SGD.
 PAPER = {
     ("mnistfc", "sgd"): "1.39 (MNIST)",
     ("mnistfc", "entropy-sgd"): "1.37 (MNIST)",

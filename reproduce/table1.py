@@ -107,7 +107,7 @@ def markdown(rows: list[dict], ctx: dict) -> str:
     lines += [
         "",
         "| model | method | K | L | effective epochs | grad evals / replica (total) | test error (%) | "
-        "perplexity | wall (s) | paper (DESIGN.md §4) |",
+        "perplexity | wall (s) | paper (published) |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:

@@ -1,4 +1,5 @@
-"""The special cases of DESIGN.md §4, on real tensors, noise off, to floating-point tolerance."""
+"""The special cases of docs/design.md ("Special cases the tests pin down"), on real tensors,
+noise off, to floating-point tolerance."""
 import copy
 
 import torch

@@ -1,4 +1,4 @@
-"""Model zoo for the Entropy-SGD training service (DESIGN.md section 5).
+"""Model zoo for the Entropy-SGD training service.
 
 The architectures follow the Entropy-SGD paper's reference code (Chaudhari et al.,
 2017): ``mnistfc``, ``lenet``, ``allcnn-bn`` and ``char-lstm``, plus a tiny ``mlp`` for

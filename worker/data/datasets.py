@@ -1,4 +1,4 @@
-"""Offline datasets for the training service (DESIGN.md section 5).
+"""Offline datasets for the training service.
 
 Everything is read from local files (nothing is downloaded at run time):
 

@@ -1,4 +1,5 @@
-"""Each replica's own, seeded, independently shuffled minibatch stream (DESIGN.md §4).
+"""Each replica's own, seeded, independently shuffled minibatch stream (docs/design.md,
+"Data per replica and cost accounting").
 
 Replica ``k`` of a job with seed ``s`` draws from ``SeedSequence([s, k])``:
 
