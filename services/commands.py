@@ -1,5 +1,5 @@
 """The ``esgd`` commands that talk to a server: serve, submit, list, get, watch, cancel,
-download, scale, plot, flatness, health. Each prints tables or readable lines, never a traceback (see services.cli)."""
+download, scale, flatness, health (plot: services.history_commands). Each prints tables or readable lines, never a traceback (see services.cli)."""
 from __future__ import annotations
 
 import argparse
@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from services.cli import load_spec
+from services.history_commands import add_history_commands
 from services.serve_flags import add_serve_command, nice_value  # noqa: F401  (nice_value: part of the CLI API)
 
 INPUT_CODES = ("INVALID_ARGUMENT", "NOT_FOUND", "FAILED_PRECONDITION", "RESOURCE_EXHAUSTED", "UNAUTHENTICATED",
@@ -280,22 +281,6 @@ def cmd_health(args) -> int:
     return 0 if status == "SERVING" else 1
 
 
-def cmd_plot(args) -> int:
-    """Draw the job's dashboard curves from Prometheus into a PNG."""
-    from services.plot import plot_job
-
-    with _client(args) as client:
-        job = client.get_job(args.id)
-    if not job.start_time.seconds:
-        print(f"esgd: error: {job.name} has not started yet: nothing to plot", file=sys.stderr)
-        return 2
-    start = job.start_time.ToNanoseconds() / 1e9 - 10
-    end = (job.end_time.ToNanoseconds() / 1e9 if job.end_time.seconds else time.time()) + 10
-    counts = plot_job(args.prometheus, job.id, start, end, args.output)
-    print(f"wrote {args.output} ({', '.join(f'{k}: {v}' for k, v in counts.items())} series)")
-    return 0
-
-
 def cmd_flatness(args) -> int:
     """The flatness report of a run directory, a checkpoint file, or a job (downloaded first)."""
     import tempfile
@@ -399,12 +384,7 @@ def add_client_commands(sub) -> None:
     scale.add_argument("--replicas", type=positive_int, required=True, metavar="N", help="the new replica count")
     scale.set_defaults(func=cmd_scale)
 
-    plot = sub.add_parser("plot", parents=conn, help="PNG of a job's main curves from Prometheus")
-    plot.add_argument("id", help="job id or jobs/ID")
-    plot.add_argument("-o", "--output", required=True, metavar="FILE.png", help="where to write the PNG")
-    plot.add_argument("--prometheus", default=os.environ.get("ESGD_PROMETHEUS") or "http://127.0.0.1:9090",
-                      help="Prometheus URL (default $ESGD_PROMETHEUS or http://127.0.0.1:9090)")
-    plot.set_defaults(func=cmd_plot)
+    add_history_commands(sub, conn)
 
     flat = sub.add_parser("flatness", parents=conn,
                           help="Hessian spectrum / local entropy report of a run dir, checkpoint or job")
