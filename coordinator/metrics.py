@@ -4,14 +4,25 @@ Names follow Prometheus practice: prefix ``esgd_``, base units, counters end in 
 Labels are bounded: ``job_id`` (not ``job``, which Prometheus reserves for the scrape job),
 ``replica`` (an index), ``phase``, ``direction``, ``state``; never hyperparameters or text.
 Each running job feeds them through an engine listener (:meth:`ServiceMetrics.listener`).
+
+**A finished job's series go away.** Per-job and per-replica series would otherwise live as
+long as the server, and the number of series would grow with every job ever run (each costs
+Prometheus memory and every scrape). :meth:`ServiceMetrics.job_finished` stamps
+``esgd_job_end_time_seconds`` and removes every series labelled with the job ``retain_s``
+later (``esgd serve --metrics-retention``, default 10 minutes): long enough for any scrape
+interval to record the final values, which Prometheus keeps in its own storage afterwards.
+``esgd_job_start_time_seconds`` and the end time drive the dashboard's annotations.
 """
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 
+RETAIN_S = 600.0  # seconds a finished job's series stay exported
 ROUND_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 
@@ -29,9 +40,18 @@ class _JobCounts:
 
 
 class ServiceMetrics:
-    def __init__(self, registry: CollectorRegistry | None = None):
+    def __init__(self, registry: CollectorRegistry | None = None, retain_s: float = RETAIN_S):
+        if not retain_s >= 0:
+            raise ValueError(f"--metrics-retention: must be >= 0 seconds, got {retain_s!r}")
         self.registry = r = registry or CollectorRegistry()
+        self.retain_s = retain_s
+        self._timers: dict[str, threading.Timer] = {}
+        self._lock = threading.Lock()
         j = ["job_id"]
+        self.start_time = Gauge("esgd_job_start_time_seconds", "When the job (last) started running, Unix time.",
+                                j, registry=r)
+        self.end_time = Gauge("esgd_job_end_time_seconds", "When the job ended, Unix time, by final state.",
+                              ["job_id", "state"], registry=r)
         self.train_loss = Gauge("esgd_job_train_loss", "Mean inner-loop training loss of the last round.", j, registry=r)
         self.test_error = Gauge("esgd_job_test_error_ratio", "Test error of the reference model (ratio).", j, registry=r)
         self.test_loss = Gauge("esgd_job_test_loss", "Test loss of the reference model.", j, registry=r)
@@ -71,12 +91,39 @@ class ServiceMetrics:
 
     def job_started(self, job_id: str) -> None:
         """Create the job's counters at 0, so rates and increases exist from the first scrape."""
+        with self._lock:
+            timer = self._timers.pop(job_id, None)
+        if timer is not None:  # resumed or re-run before its old series went: keep them
+            timer.cancel()
+        self.start_time.labels(job_id).set(time.time())
         for c in (self.outer_steps, self.inner_steps, self.samples, self.grad_evals, self.failures, self.restarts):
             c.labels(job_id)
         for d in ("sent", "received"):
             self.bytes.labels(job_id, d)
         for change in ("added", "removed"):
             self.membership.labels(job_id, change)
+
+    def job_finished(self, job_id: str, state: str) -> None:
+        """Stamp the end and remove the job's series ``retain_s`` from now (module docstring)."""
+        self.end_time.labels(job_id, state).set(time.time())
+        timer = threading.Timer(self.retain_s, self.forget, args=(job_id,))
+        timer.daemon = True
+        with self._lock:
+            old, self._timers[job_id] = self._timers.get(job_id), timer
+        if old is not None:
+            old.cancel()
+        timer.start()
+
+    def forget(self, job_id: str) -> None:
+        """Remove every series labelled ``job_id`` (all metrics, all other labels)."""
+        with self._lock:
+            self._timers.pop(job_id, None)
+        for metric in self.per_job():
+            metric.remove_by_labels({"job_id": job_id})
+
+    def per_job(self) -> list:
+        """The metrics that carry a ``job_id`` label."""
+        return [m for m in vars(self).values() if getattr(m, "_labelnames", ())[:1] == ("job_id",)]
 
     def listener(self, job_id: str) -> "_JobListener":
         self.job_started(job_id)

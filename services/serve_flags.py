@@ -47,6 +47,16 @@ def _cpus(text: str) -> float:
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds such as 600, got {text!r}") from None
+    if not 0 <= value <= 30 * 86400:
+        raise argparse.ArgumentTypeError(f"must be in [0, 2592000] seconds (30 days), got {value:g}")
+    return value
+
+
 def _bytes(text: str) -> int:
     from worker.data.limits import parse_size
 
@@ -71,6 +81,8 @@ def add_serve_command(sub) -> None:
     serve.add_argument("--tls-key", help="server private key (PEM)")
     serve.add_argument("--metrics-port", type=int, default=0, help="Prometheus metrics port (default 0 = off)")
     serve.add_argument("--metrics-host", default="127.0.0.1", help="metrics address (default 127.0.0.1)")
+    serve.add_argument("--metrics-retention", type=_seconds, default=600.0, metavar="SECONDS",
+                       help="how long a finished job's per-job series stay exported (default 600)")
     serve.add_argument("--ray-metrics-port", type=int, default=0,
                        help="port of the embedded Ray's own metrics endpoint (default 0 = Ray picks)")
     serve.add_argument("--api-nice", type=nice_value, default=10,

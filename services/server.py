@@ -212,7 +212,7 @@ def serve_main(args) -> int:
     from coordinator.metrics import ServiceMetrics
     from services.observability import start_exporter
 
-    metrics = ServiceMetrics()
+    metrics = ServiceMetrics(retain_s=args.metrics_retention)
     manager = JobManager(data_dir, ray_address=args.ray_address, num_cpus=args.num_cpus,
                          max_concurrent=args.max_concurrent_jobs, metrics=metrics,
                          ray_metrics_port=args.ray_metrics_port, limits=limits, data_policy=data_policy)

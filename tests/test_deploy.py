@@ -40,11 +40,15 @@ METRICS = {
     "esgd_job_replica_failures_total", "esgd_job_replica_restarts_total",
     "esgd_job_replicas", "esgd_job_membership_changes_total", "esgd_job_flatness",
     "esgd_replica_inner_loss", "esgd_replica_inner_steps_per_second",
-    "esgd_grpc_requests_total", "esgd_grpc_request_duration_seconds",
+    # gRPC server metrics under go-grpc-prometheus' names, so community dashboards work
+    "grpc_server_handled_total", "grpc_server_handling_seconds",
 }
-HISTOGRAMS = {"esgd_job_round_duration_seconds", "esgd_grpc_request_duration_seconds"}
+ANNOTATION_METRICS = {"esgd_job_start_time_seconds", "esgd_job_end_time_seconds",
+                      "esgd_job_membership_changes_total", "esgd_job_replica_failures_total"}
+HISTOGRAMS = {"esgd_job_round_duration_seconds", "grpc_server_handling_seconds"}
 # Service-wide metrics have no job_id label: a job_id matcher would hide them.
-SERVICE_WIDE = {"esgd_jobs", "esgd_grpc_requests_total", "esgd_grpc_request_duration_seconds"}
+SERVICE_WIDE = {"esgd_jobs", "grpc_server_handled_total", "grpc_server_handling_seconds"}
+METRIC_NAME = r"(?:esgd|grpc_server)_[a-z_]+"
 
 PANEL_TITLES = {
     "Training loss", "Test error", "γ and ρ schedules", "Learning rate", "Samples/s",
@@ -247,7 +251,7 @@ def test_dashboard_identity_and_variable(dashboard):
     assert job["type"] == "query" and job["multi"] is True and job["includeAll"] is True
     query = job["query"] if isinstance(job["query"], str) else job["query"]["query"]
     assert query == "label_values(esgd_job_outer_steps_total, job_id)"
-    assert job["datasource"]["uid"] == DATASOURCE_UID
+    assert job["datasource"]["uid"] == "${datasource}"
 
 
 def test_dashboard_panels_have_unique_ids_and_descriptions(dashboard):
@@ -266,17 +270,58 @@ def test_dashboard_has_every_panel(dashboard):
     assert PANEL_TITLES <= set(titles), f"missing panels: {PANEL_TITLES - set(titles)}"
 
 
-def test_dashboard_datasource_is_pinned_by_uid(dashboard):
+def test_dashboard_datasource_is_a_variable_defaulting_to_the_provisioned_one(dashboard):
+    """No pinned uid: the dashboard works with any Prometheus data source a Grafana has."""
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    ds = variables["datasource"]
+    assert ds["type"] == "datasource" and ds["query"] == "prometheus"
+    assert ds["current"]["value"] == DATASOURCE_UID
+    assert dashboard["templating"]["list"][0] is ds  # first: the job_id query depends on it
+    assert variables["job_id"]["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
     for p in _panels(dashboard):
         if p["type"] != "row":
-            assert p["datasource"] == {"type": "prometheus", "uid": DATASOURCE_UID}, p["title"]
+            assert p["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, p["title"]
     for title, t in _targets(dashboard):
-        assert t["datasource"]["uid"] == DATASOURCE_UID, title
+        assert t["datasource"]["uid"] == "${datasource}", title
+    assert DATASOURCE_UID not in json.dumps([p for p in _panels(dashboard)])
+
+
+def _annotations(dashboard: dict) -> dict[str, dict]:
+    return {a["name"]: a for a in dashboard["annotations"]["list"] if not a.get("builtIn")}
+
+
+def test_dashboard_annotates_job_start_end_scale_and_failure(dashboard):
+    notes = _annotations(dashboard)
+    assert set(notes) == {"Job start", "Job end", "Scale", "Replica failure"}
+    used = set()
+    for name, a in notes.items():
+        assert a["enable"] and a["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, name
+        assert 'job_id=~"$job_id"' in a["expr"], name
+        used |= set(re.findall(METRIC_NAME, a["expr"]))
+    assert used == ANNOTATION_METRICS
+    # start and end are timestamps: the value (ms) places the mark, not the sample time
+    assert notes["Job start"]["useValueForTime"] and notes["Job end"]["useValueForTime"]
+    assert "{{state}}" in notes["Job end"]["titleFormat"]
+
+
+def test_annotation_metrics_are_exported():
+    """The metrics the annotations read exist in the service's registry under those names."""
+    from prometheus_client import generate_latest
+
+    from coordinator.metrics import ServiceMetrics
+
+    m = ServiceMetrics(retain_s=3600)
+    m.listener("j1").on_replica({"kind": "failed"})
+    m.job_finished("j1", "SUCCEEDED")
+    text = generate_latest(m.registry).decode()
+    for name in ANNOTATION_METRICS:
+        assert re.search(rf'^{name}{{[^}}]*job_id="j1"', text, re.M), name
+    assert 'esgd_job_end_time_seconds{job_id="j1",state="SUCCEEDED"}' in text
 
 
 def _metric_names(expr: str) -> set[str]:
     names = set()
-    for token in re.findall(r"esgd_[a-z_]+", expr):
+    for token in re.findall(METRIC_NAME, expr):
         base = re.sub(r"_(bucket|sum|count)$", "", token)
         names.add(base if base in HISTOGRAMS else token)
     return names
@@ -286,7 +331,7 @@ def test_dashboard_queries_use_exported_metrics_only(dashboard):
     used = set()
     for title, t in _targets(dashboard):
         names = _metric_names(t["expr"])
-        assert names, f"{title}: no esgd metric in {t['expr']!r}"
+        assert names, f"{title}: no esgd or grpc_server metric in {t['expr']!r}"
         assert names <= METRICS, f"{title}: unknown metrics {names - METRICS} in {t['expr']!r}"
         for name in names & HISTOGRAMS:   # a histogram only through its series
             assert re.search(rf"{name}_(bucket|sum|count)\b", t["expr"]), t["expr"]
@@ -302,7 +347,7 @@ def test_dashboard_queries_filter_by_job_and_use_rate_interval(dashboard):
         else:
             assert not names & SERVICE_WIDE, expr
             # every selector of a per-job metric carries the matcher
-            selectors = re.findall(r"esgd_[a-z_]+(\{[^}]*\})?", expr)
+            selectors = re.findall(METRIC_NAME + r"(\{[^}]*\})?", expr)
             assert all('job_id=~"$job_id"' in s for s in selectors), f"{title}: {expr}"
         windows = re.findall(r"\[([^\]]+)\]", expr)
         if re.search(r"\b(rate|irate|increase)\(", expr):
@@ -314,11 +359,12 @@ def test_dashboard_queries_filter_by_job_and_use_rate_interval(dashboard):
 
 
 def test_dashboard_queries_parse_as_promql(dashboard, tmp_path):
-    """Each panel query, with Grafana's variables substituted, is valid PromQL (promtool)."""
+    """Each panel and annotation query, with Grafana's variables substituted, is valid PromQL (promtool)."""
     promtool = need_program("promtool")
+    exprs = [t["expr"] for _, t in _targets(dashboard)] + [a["expr"] for a in _annotations(dashboard).values()]
     rules = [{"record": f"esgd:dashboard_query:{i}",
-              "expr": t["expr"].replace("$__rate_interval", "20s").replace("$job_id", ".*")}
-             for i, (_, t) in enumerate(_targets(dashboard))]
+              "expr": expr.replace("$__rate_interval", "20s").replace("$job_id", ".*")}
+             for i, expr in enumerate(exprs)]
     path = tmp_path / "queries.yml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}, allow_unicode=True))
     r = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True, timeout=60)
