@@ -3,13 +3,12 @@
     for t in range(total):
         hp      = strategy.round_params(t)          # γ_t scoped, LR schedule applied
         results = pool.run_round(strategy.anchors(), hp)     # L inner steps on each replica
-        stats   = strategy.aggregate(t, results, failures)   # the outer step
+        stats   = strategy.aggregate(t, results)         # the outer step, over the survivors
         record metrics; every eval_every: evaluate x̄, checkpoint
 
-Membership changes happen only between rounds, under the engine's control: a failed replica
-is recreated (or, when Ray cannot place it within ``resources.placement_timeout_s``, dropped
-while at least ``train.min_replicas`` remain), and ``request_resize(n)`` (esgd scale) takes
-effect at the start of the next round. No round is ever re-run and no one stops the world.
+Membership changes happen only between rounds; what happens to failed, unplaceable or
+requested replicas is coordinator.membership's policy, which the loop calls at the round's
+edges. No round is ever re-run and no one stops the world.
 
 Cost accounting (docs/design.md, "Data per replica and cost accounting"): a round costs L
 gradient evaluations per replica; an *epoch* is ``nb`` outer steps (nb = minibatches in one
@@ -25,25 +24,9 @@ from typing import Protocol
 
 from coordinator.checkpoint import save_checkpoint
 from coordinator.evaluate import Evaluator
-from coordinator.pool import PlacementError, free_ids
+from coordinator.membership import DivergenceError, Membership, PlacementFailed, ReplicaError  # noqa: F401
 from coordinator.spec import JobSpec
 from coordinator.strategies.base import Strategy
-
-
-class ReplicaError(RuntimeError):
-    """A replica failed; ``replica`` and ``round`` say where, the message says why."""
-
-    def __init__(self, message: str, replica: int, round: int):
-        super().__init__(message)
-        self.replica, self.round = replica, round
-
-
-class DivergenceError(ReplicaError):
-    """A loss or weight became NaN/Inf."""
-
-
-class PlacementFailed(ReplicaError):
-    """A lost replica could not be re-placed and the job may not shrink any further."""
 
 
 class Listener(Protocol):
@@ -79,8 +62,10 @@ class Engine:
         self.last_eval: dict = {}
         self.samples_per_replica = num_train * self.spec.dataset.fraction
         self.drawn = 0  # batches each replica has drawn: all streams advance together
-        self.pending_replicas: int | None = None
         self.membership_changed = False
+        self.membership = Membership(pool, strategy, max_failures=tr.max_replica_failures,
+                                     min_replicas=tr.min_replicas, counters=self.counters,
+                                     notify=self._notify_replica, on_size=self._set_size)
         self._checkpoint_failures = 0  # consecutive refused checkpoint writes
 
     def lr_factor(self, t: int) -> float:
@@ -90,13 +75,12 @@ class Engine:
     def step(self) -> dict:
         t = self.t
         start = time.perf_counter()
-        if self.pending_replicas is not None:
-            self._apply_resize(t)
+        self.membership.apply_resize(t, self.drawn)
         hp = self.strategy.round_params(t, self.lr_factor(t))
         results, failures, comm = self.pool.run_round(self.strategy.anchors(), hp)
         gathered = time.perf_counter()
         if failures:
-            self._record_failures(t, failures, bool(results))
+            self.membership.record_failures(t, failures, bool(results))
         for r in results:
             if not r.stats.get("finite", True):
                 why = r.stats.get("cause") or f"loss {r.stats['loss']:.4g}"  # cause: e.g. beyond comm.dtype's range
@@ -104,10 +88,10 @@ class Engine:
                     f"diverged in round {t + 1} on replica {r.index}: {why} "
                     f"(γ={hp.gamma:.4g}, η'={hp.lr:g}, ε={hp.noise:g}, η={self.strategy.round_values(t)['lr']:g})",
                     r.index, t + 1)
-        agg = self.strategy.aggregate(t, results, failures)
+        agg = self.strategy.aggregate(t, results)
         self.drawn = results[0].stats["drawn"]
         if failures:
-            self._restart(t, failures)
+            self.membership.restart(t, failures, self.drawn)
         end = time.perf_counter()
         self.t = t + 1
         round_s = end - start
@@ -134,89 +118,17 @@ class Engine:
             listener.on_round(record)
         return record
 
-    # ----- replica failures ------------------------------------------------------------------
+    # ----- membership (coordinator.membership) -----------------------------------------------
     def _notify_replica(self, **record) -> None:
         for listener in self.listeners:
             listener.on_replica(record)
 
-    def _record_failures(self, t: int, failures: list, survivors: bool) -> None:
-        """Count and report failures; past the job's budget, or with no survivor, fail the job."""
-        budget = self.spec.train.max_replica_failures
-        for f in failures:
-            self.counters["replica_failures"] += 1
-            self._notify_replica(replica=f.index, round=t + 1, kind="failed", cause=f.error)
-        f = failures[0]
-        if self.counters["replica_failures"] > budget:
-            raise ReplicaError(f"replica failure budget exhausted ({self.counters['replica_failures']} failures, "
-                               f"train.max_replica_failures = {budget}); last: replica {f.index} in round {t + 1}: "
-                               f"{f.error}", f.index, t + 1)
-        if not survivors:
-            raise ReplicaError(f"all {len(failures)} replicas failed in round {t + 1}: {f.error}", f.index, t + 1)
-
-    def _restart(self, t: int, failures: list) -> None:
-        """Recreate failed replicas; they continue their seeded data streams where the others are.
-        The round's outer step already used the survivors (failures passed to the strategy).
-        A replica Ray cannot place in time (its node is gone, the rest is full) is dropped."""
-        lost = []
-        for f in failures:
-            try:
-                self.pool.restart(f.index, {"drawn": self.drawn})
-            except PlacementError as exc:
-                lost.append((f.index, str(exc)))
-                continue
-            self.counters["replica_restarts"] += 1
-            self._notify_replica(replica=f.index, round=t + 1, kind="restarted", cause=f.error,
-                                 replicas=self.pool.size)
-        if lost:
-            self._shrink(t, lost)
-
-    def _shrink(self, t: int, lost: list[tuple[int, str]]) -> None:
-        """Drop replicas that could not be re-placed, unless that goes below train.min_replicas."""
-        left, floor = self.pool.size - len(lost), self.spec.train.min_replicas
-        index, why = lost[0]
-        if left < floor:
-            raise PlacementFailed(f"replica {index} lost in round {t + 1} could not be re-placed and the job may not "
-                                  f"shrink to {left} replica(s) (train.min_replicas = {floor}): {why}", index, t + 1)
-        gone = [p for p, _ in lost]
-        self.strategy.resize([p for p in range(self.pool.size) if p not in gone], 0)
-        self.pool.remove(gone)
-        self._set_size()
-        for p, why in lost:
-            self._notify_replica(replica=p, round=t + 1, kind="removed", replicas=self.pool.size,
-                                 cause=f"could not be re-placed; the job goes on with {self.pool.size} replicas: {why}")
-
-    # ----- elastic membership ------------------------------------------------------------------
     def request_resize(self, replicas: int) -> None:
         """Ask for ``replicas`` replicas from the next round on (safe from another thread)."""
-        self.pending_replicas = int(replicas)
+        self.membership.request_resize(replicas)
 
-    def _apply_resize(self, t: int) -> None:
-        """Round boundary: shrink by dropping the last replicas, or grow by new replicas that
-        start from the reference and their own seeded streams at the common position."""
-        n, k = self.pending_replicas, self.pool.size
-        self.pending_replicas = None
-        if n == k:
-            return
-        if n < k:
-            self.strategy.resize(list(range(n)), 0)
-            self.pool.remove(list(range(n, k)))
-            changed = [(p, "removed") for p in range(n, k)]
-        else:
-            try:
-                self.pool.add(free_ids(self.pool.ids, n - k), {"drawn": self.drawn})
-            except PlacementError as exc:
-                self._notify_replica(replica=-1, round=t + 1, kind="scale_failed", replicas=k,
-                                     cause=f"could not scale to {n} replicas: {exc}")
-                return
-            self.strategy.resize(list(range(k)), n - k)
-            changed = [(p, "added") for p in range(k, n)]
-        self._set_size()
-        for p, kind in changed:
-            self._notify_replica(replica=p, round=t + 1, kind=kind, cause=f"scaled from {k} to {n} replicas",
-                                 replicas=n)
-
-    def _set_size(self) -> None:
-        self.spec = self.spec.model_copy(update={"replicas": self.pool.size})
+    def _set_size(self, replicas: int) -> None:
+        self.spec = self.spec.model_copy(update={"replicas": replicas})
         self.membership_changed = True
 
     # ----- evaluation, checkpoints, the whole run ---------------------------------------------
@@ -282,8 +194,8 @@ class Engine:
             states, failures = self.pool.collect_states()
             if not failures:
                 return states
-            self._record_failures(self.t - 1, failures, survivors=len(failures) < self.pool.size)
-            self._restart(self.t - 1, failures)
+            self.membership.record_failures(self.t - 1, failures, survivors=len(failures) < self.pool.size)
+            self.membership.restart(self.t - 1, failures, self.drawn)
         raise ReplicaError(f"replicas kept failing while checkpointing round {self.t}", failures[0].index, self.t)
 
     def restore(self, ckpt: dict) -> None:

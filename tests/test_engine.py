@@ -40,7 +40,7 @@ def test_batchnorm_buffers_are_the_mean_of_the_replicas():
     strat = EntropySGD(spec_of(replicas=2), torch.zeros(P + B), P)
     r0 = RoundResult(0, np.array([1, 1, 1, 10, 20], dtype=np.float32))
     r1 = RoundResult(1, np.array([3, 3, 3, 30, 40], dtype=np.float32))
-    stats = strat.aggregate(0, [r0, r1], [])
+    stats = strat.aggregate(0, [r0, r1])
     torch.testing.assert_close(strat.reference()[P:], torch.tensor([20.0, 30.0]))
     torch.testing.assert_close(strat.reference()[:P], torch.full((P,), 2.0))  # lr 1: x ← μ̄
     assert stats["grad_norm"] == pytest.approx(np.sqrt(12))

@@ -129,14 +129,14 @@ def test_parle_paper_form_hand_computed_two_rounds():
                               alpha=hp.alpha)
             assert mu[0].item() == expected_mu[t][a]
             results.append(RoundResult(a, mu[0].numpy()))
-        strat.aggregate(t, results, [])
+        strat.aggregate(t, results)
         assert strat.x[:, 0].tolist() == expected_x[t]  # exact: every number here is dyadic
         assert strat.reference().item() == expected_bar[t]
 
     direct = Parle(spec.replace(outer={"lr_form": "direct"}), torch.tensor([[1.0], [-1.0]]), 1)
     direct.round_params(0)
     direct.aggregate(0, [RoundResult(0, np.array([1.4375], np.float32)),
-                         RoundResult(1, np.array([-0.5625], np.float32))], [])
+                         RoundResult(1, np.array([-0.5625], np.float32))])
     assert direct.x[0].item() == 1.1875
 
 

@@ -4,7 +4,8 @@ The round loop (coordinator.engine) is written once; a strategy only answers
 
 * ``anchors()``      — the weights to send: one shared vector, or one per replica;
 * ``round_params(t)`` — the inner-loop hyperparameters for round ``t`` (γ scoped, LR scheduled here);
-* ``aggregate(t, results, failures)`` — the outer step; failed replicas are passed explicitly;
+* ``aggregate(t, results)`` — the outer step over the replicas whose results came back (a failed
+  replica has none this round; coordinator.membership recreates it before the next);
 * ``reference()``    — the model this job produces (the shared anchor, or Parle's x̄).
 
 State vectors are flat float32 ``[params | float buffers]`` (worker.flat). BatchNorm buffers
@@ -112,7 +113,7 @@ class Strategy(ABC):
         """One vector for all replicas (shared anchor), or one per replica."""
 
     @abstractmethod
-    def aggregate(self, t: int, results: list[RoundResult], failures: list[ReplicaFailure]) -> dict:
+    def aggregate(self, t: int, results: list[RoundResult]) -> dict:
         """Apply the outer step; return stats (``grad_norm`` = ‖x − μ̄‖, ``spread``)."""
 
     @abstractmethod

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from coordinator.outer import entropy_pseudo_grad, make_outer_optimizer, outer_step
-from coordinator.strategies.base import ReplicaFailure, RoundResult, Strategy, mean_state
+from coordinator.strategies.base import RoundResult, Strategy, mean_state
 
 
 class EntropySGD(Strategy):
@@ -30,7 +30,7 @@ class EntropySGD(Strategy):
     def anchors(self) -> list[np.ndarray]:
         return [self.state.numpy()]
 
-    def aggregate(self, t: int, results: list[RoundResult], failures: list[ReplicaFailure]) -> dict:
+    def aggregate(self, t: int, results: list[RoundResult]) -> dict:
         P = self.num_params
         mean = mean_state(results)
         mu_bar = mean[:P]

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from coordinator.outer import elastic_pseudo_grad, make_outer_optimizer, outer_step, scoped
-from coordinator.strategies.base import ReplicaFailure, RoundResult, Strategy, mean_state
+from coordinator.strategies.base import RoundResult, Strategy, mean_state
 
 
 class Parle(Strategy):
@@ -64,13 +64,14 @@ class Parle(Strategy):
     def anchors(self) -> list[np.ndarray]:
         return [row.numpy() for row in self.states]
 
-    def aggregate(self, t: int, results: list[RoundResult], failures: list[ReplicaFailure]) -> dict:
+    def aggregate(self, t: int, results: list[RoundResult]) -> dict:
         P = self.num_params
         if not results:
             raise ValueError("no replica results to aggregate")
         xbar = self.x.mean(dim=0)
         rho, scale = self.rho(t), self.outer_scale(t)
-        d = torch.zeros_like(self.x)  # a failed replica gets no entropy term this round
+        d = torch.zeros_like(self.x)  # a failed replica's row stays 0: no entropy or elastic term this
+        # round (with outer momentum it still moves by its decaying buffer)
         norms = []
         for r in results:
             mu_a = r.tensor()[:P]

@@ -41,7 +41,7 @@ import dataclasses
 import numpy as np
 import torch
 
-from coordinator.strategies.base import ReplicaFailure, RoundResult, mean_state
+from coordinator.strategies.base import RoundResult, mean_state
 from coordinator.strategies.parle import Parle
 from worker.langevin import InnerParams
 
@@ -55,7 +55,7 @@ class ReplicatedSGD(Parle):
         center = self.x.mean(dim=0).numpy()  # a new tensor: the replicas' centre x̄
         return dataclasses.replace(hp, coupling=self.rho(t), center=center)
 
-    def aggregate(self, t: int, results: list[RoundResult], failures: list[ReplicaFailure]) -> dict:
+    def aggregate(self, t: int, results: list[RoundResult]) -> dict:
         P = self.num_params
         if not results:
             raise ValueError("no replica results to aggregate")
