@@ -379,3 +379,17 @@ def test_subset_determinism() -> None:
     assert (full.num_train, full.num_test) == (ds.num_train, ds.num_test)
     assert a.nbytes < ds.nbytes
     assert a.mean == ds.mean and a.batch(np.arange(2))[0].shape == (2, 1, 28, 28)
+
+
+def test_label_noise_flips_exactly_the_fraction_to_other_classes_reproducibly() -> None:
+    data = load_dataset("synthetic", seed=0)
+    noisy = data.with_label_noise(0.2, seed=3)
+    changed = noisy.train_y != data.train_y
+    assert changed.sum() == round(0.2 * len(data.train_y))   # every chosen label really changed
+    assert noisy.train_y.min() >= 0 and noisy.train_y.max() < data.num_classes
+    assert np.array_equal(noisy.test_y, data.test_y) and np.array_equal(noisy.train_x, data.train_x)
+    assert np.array_equal(data.with_label_noise(0.2, seed=3).train_y, noisy.train_y)  # same seed, same set
+    assert not np.array_equal(data.with_label_noise(0.2, seed=4).train_y, noisy.train_y)
+    assert data.with_label_noise(0.0) is data
+    with pytest.raises(DataError, match=r"dataset.label_noise: must be in \[0, 1\)"):
+        data.with_label_noise(1.0)

@@ -117,6 +117,30 @@ class Dataset:
                 changes[f"{split}_x"], changes[f"{split}_y"] = x[idx], y[idx]
         return dataclasses.replace(self, **changes)
 
+    def with_label_noise(self, fraction: float, seed: int = 0) -> Dataset:
+        """The same data with ``fraction`` of the *training* labels replaced by a different
+        class drawn uniformly (the test set stays clean).
+
+        The noisy-label regime of the flat-minima literature: a model that fits the flipped
+        labels memorises, and flat minima are expected to generalise better there. Which
+        labels flip, and to what, depends only on ``seed`` and the data, so every method and
+        replica of a comparison sees the same corrupted set. Text has no labels: an error.
+        """
+        if not 0.0 <= fraction < 1.0:
+            raise DataError(f"dataset.label_noise: must be in [0, 1), got {fraction!r}")
+        if fraction == 0.0:
+            return self
+        if self.kind != "image" or self.num_classes < 2:
+            raise DataError(f"dataset.label_noise: only labelled image data has labels to flip "
+                            f"({self.name!r} is {self.kind})")
+        rng = np.random.default_rng([seed, 0x1abe1])  # its own stream: independent of subset()
+        n = len(self.train_y)
+        flip = np.sort(rng.choice(n, size=int(round(fraction * n)), replace=False))
+        y = self.train_y.copy()
+        # adding 1..C-1 modulo C always lands on another class, each equally likely
+        y[flip] = (y[flip] + rng.integers(1, self.num_classes, size=len(flip))) % self.num_classes
+        return dataclasses.replace(self, train_y=y)
+
 
 def _channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and std of uint8 ``(N, C, H, W)`` images scaled to [0, 1]."""
