@@ -1,7 +1,7 @@
 """Metrics end to end: a real Prometheus (Debian's) scrapes a real `esgd serve` during a job.
 
 Every PromQL expression of the Grafana dashboard must return data for the job; promtool
-checks the exposition; `esgd plot` draws the PNG from the same queries.
+checks the exposition; `esgd plot --prometheus` draws the PNG from the same queries.
 """
 from __future__ import annotations
 
