@@ -47,11 +47,13 @@ from pathlib import Path
 from coordinator.errors import CapacityError, ClusterUnavailable, JobFinished, JobNotFound, SpecError
 from coordinator.limits import ServiceLimits, cluster_nodes
 from coordinator.metrics import ServiceMetrics
-from coordinator.records import SUMMARY_KEYS, StoreListener, pick, startup_report
+from coordinator.records import SUMMARY_KEYS, StoreListener, follow, pick, startup_report
 from coordinator.rundir import RunDir
 from coordinator.runner import error_of, start_runner
 from coordinator.spec import JobSpec
 from coordinator.store import DEFAULT_OWNER, TERMINAL, JobRecord, JobStore, QueueFull, StoreError
+from coordinator.sweep_runner import run_sweep_job
+from coordinator.sweep_spec import footprint, trial_specs
 
 log = logging.getLogger("esgd.manager")
 
@@ -64,6 +66,7 @@ class _Running:
     cpus: float
     cancel: threading.Event = field(default_factory=threading.Event)
     runner: object | None = None  # the JobRunner actor handle
+    procs: int = 0  # replica processes it holds (a sweep: its concurrent trials'); 0: spec.replicas
     started: bool = False  # the runner's engine is built and its loop runs
     thread: threading.Thread | None = None
     startup: dict | None = None  # start-up steps, logged with the first stored round
@@ -102,7 +105,7 @@ class JobManager:
     def start(self) -> None:
         """Connect to Ray, requeue jobs a dead server left RUNNING, start scheduling."""
         self._connect()
-        for rec in self.store.in_states(("RUNNING",)):
+        for rec in self.store.in_states(("RUNNING",), trials=False):  # a sweep's trials: its runner's
             self.store.update(rec.id, state="QUEUED", restarts=rec.restarts + 1,
                               event=("state", {"state": "QUEUED", "reason": "server restarted; resuming from checkpoint"}))
         self._scheduler = threading.Thread(target=self._schedule_loop, name="esgd-scheduler", daemon=True)
@@ -157,10 +160,13 @@ class JobManager:
                spec_bytes: int | None = None) -> JobRecord:
         self.limits.check_request(spec_data, spec_bytes, request_id)  # sizes, before anything is parsed
         spec = JobSpec.parse(spec_data).resolved()
-        self.check_data(spec)
+        specs = trial_specs(spec)  # a sweep: every trial must be able to run (at its space's boundary values)
+        for each in specs:
+            self.check_data(each)
         resources = self._cluster()
-        spec.check_capacity(resources.get("CPU", 0.0), resources.get("GPU", 0.0))
-        self.limits.admit(spec, self.nodes)
+        for each in specs:
+            each.check_capacity(resources.get("CPU", 0.0), resources.get("GPU", 0.0))
+            self.limits.admit(each, self.nodes)
         owner = _owner(principal)
         data = spec.to_dict()
         digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
@@ -216,7 +222,9 @@ class JobManager:
             running.cancel.set()
             self.store.update(job_id, cancel_requested=1)
             if running.runner is not None:
-                if running.started:
+                if running.spec.sweep is not None:  # its trials, placement groups and replicas go with it
+                    _kill(running.runner)
+                elif running.started:
                     running.runner.cancel.remote()  # stop the round in flight: kill the replicas now
                 else:  # still starting: its engine is not built, so nothing but the process can stop it
                     _kill(running.runner)  # the replicas it created die with it
@@ -229,6 +237,9 @@ class JobManager:
         rec = self.get(job_id, principal)
         if rec.state in TERMINAL:
             raise JobFinished(f"job {job_id} already {rec.state}; only QUEUED or RUNNING jobs can be scaled")
+        if rec.parent or rec.spec.get("sweep"):
+            raise SpecError("replicas: a sweep and its trials cannot be scaled (a trial's replicas are its "
+                            "placement group); sweep over replicas instead", "replicas")
         spec = JobSpec.parse(rec.spec)
         if spec.strategy not in SCALABLE:
             raise SpecError(f"replicas: a {spec.strategy} job cannot be scaled (its replica count is part of the "
@@ -266,6 +277,15 @@ class JobManager:
     def run_dir(self, job_id: str) -> RunDir:
         return RunDir(self.runs / job_id)
 
+    def download_job(self, job_id: str, principal=None) -> str:
+        """Whose run directory a download of ``job_id`` serves (checkpoints and artifacts): its
+        own, or for a sweep its best trial's, so the best model and its spec are one call away."""
+        rec = self.get(job_id, principal)
+        best = (rec.sweep or {}).get("best_trial") if rec.spec.get("sweep") else None
+        if rec.spec.get("sweep") and not best:
+            raise JobNotFound(f"sweep {job_id} has no trial with a result yet")
+        return best or job_id
+
     # ----- scheduling ------------------------------------------------------------------------
     def _cluster(self) -> dict:
         if self.resources is None:
@@ -285,25 +305,28 @@ class JobManager:
         if self.resources is None:
             return
         self._requeue_orphans()
-        for rec in self.store.in_states(("QUEUED",)):
+        for rec in self.store.in_states(("QUEUED",), trials=False):
             if self._stopping.is_set():
                 return
             spec = JobSpec.parse(rec.spec)
-            need = spec.replicas * spec.resources.cpus_per_replica
+            need, own = spec.replicas * spec.resources.cpus_per_replica, spec.replicas
+            if spec.sweep is not None:  # the trials it runs at once (coordinator.sweep_spec.footprint)
+                _, need, own = footprint(spec, self.resources.get("CPU", 0.0))
             with self._lock:
                 used = sum(r.cpus for r in self._running.values())
-                procs = sum(r.spec.replicas for r in self._running.values())
+                procs = sum(r.procs or r.spec.replicas for r in self._running.values())
                 full = self.max_concurrent and len(self._running) >= self.max_concurrent
-                crowded = self._process_cap() and procs + spec.replicas > self._process_cap()
+                crowded = self._process_cap() and procs + own > self._process_cap()
                 if full or crowded or used + need > self.resources.get("CPU", 0.0) + 1e-9:
                     return  # first come, first served: wait for room
                 if self.store.get(rec.id).state != "QUEUED":
                     continue  # cancelled meanwhile
-                running = _Running(spec, need)
+                running = _Running(spec, need, procs=own)
                 self._running[rec.id] = running
                 self._write(rec.id, state_change=("RUNNING", "started"))
-            running.thread = threading.Thread(target=self._run, args=(rec.id, running), name=f"job-{rec.id}",
-                                              daemon=True)
+            target, args = ((run_sweep_job, (self, rec.id, running)) if spec.sweep is not None
+                            else (self._run, (rec.id, running)))
+            running.thread = threading.Thread(target=target, args=args, name=f"job-{rec.id}", daemon=True)
             running.thread.start()
 
     def _process_cap(self) -> int:
@@ -317,7 +340,7 @@ class JobManager:
         if self._stopping.is_set():
             return  # jobs stay RUNNING on shutdown on purpose: the next start resumes them
         with self._lock:
-            orphans = [rec for rec in self.store.in_states(("RUNNING",)) if rec.id not in self._running]
+            orphans = [rec for rec in self.store.in_states(("RUNNING",), trials=False) if rec.id not in self._running]
             for rec in orphans:
                 self.store.update(rec.id, state="QUEUED", restarts=rec.restarts + 1,
                                   event=("state", {"state": "QUEUED",
@@ -365,7 +388,7 @@ class JobManager:
                 listeners.append(self.metrics.listener(job_id))
                 self.metrics.replicas.labels(job_id).set(info["replicas"])
             self._write(job_id, replicas=info["placement"])
-            end = self._follow(runner, listeners)
+            end = follow(runner, listeners, self._stopping)
             self._end(job_id, running, end)
         except Exception as exc:  # noqa: BLE001 - every failure is recorded on the job
             if isinstance(exc, StoreError) and not running.cancel.is_set():
@@ -410,35 +433,6 @@ class JobManager:
     def _poke_warm(self) -> None:
         if self.warm is not None:
             self.warm.poke()
-
-    def _follow(self, runner, listeners: list) -> dict:
-        """Store the runner's records in order, acknowledging each batch once stored; on server
-        shutdown ask it to checkpoint after its round. Returns its end-of-run record."""
-        import ray
-
-        ack, asked_stop = 0, False
-        while True:
-            if self._stopping.is_set() and not asked_stop:
-                runner.stop.remote()
-                asked_stop = True
-            for seq, kind, payload in ray.get(runner.next.remote(ack, 1.0)):
-                if kind == "end":
-                    return payload
-                for listener in listeners:
-                    if kind == "round":
-                        listener.on_round(payload)
-                    elif kind == "eval":
-                        listener.on_eval(payload)
-                    elif kind == "checkpoint":
-                        listener.on_checkpoint(Path(payload["path"]), payload["step"])
-                    elif kind == "checkpoint_failed" and hasattr(listener, "on_checkpoint_failed"):
-                        listener.on_checkpoint_failed(payload)
-                    elif kind == "replica":
-                        if hasattr(listener, "on_replica_change"):
-                            listener.on_replica_change(payload["record"], payload["placement"], payload["spec"])
-                        else:
-                            listener.on_replica(payload["record"])
-                ack = seq
 
     def _end(self, job_id: str, running: _Running, end: dict) -> None:
         outcome, summary = end["outcome"], end.get("summary")

@@ -75,6 +75,46 @@ class StoreListener:
         self.m._write(self.job_id, event=("replica", record), **columns)
 
 
+def drain(runner, handle, stopping) -> dict:
+    """Take a runner's records in order (``runner.next``: a JobRunner or a SweepRunner) and
+    pass each to ``handle(kind, payload)``, acknowledging a batch only once it is handled
+    (stored); when ``stopping`` (server shutdown) is set, ask the runner to ``stop``.
+    Returns its end-of-run record."""
+    import ray
+
+    ack, asked_stop = 0, False
+    while True:
+        if stopping.is_set() and not asked_stop:
+            runner.stop.remote()
+            asked_stop = True
+        for seq, kind, payload in ray.get(runner.next.remote(ack, 1.0)):
+            if kind == "end":
+                return payload
+            handle(kind, payload)
+            ack = seq
+
+
+def follow(runner, listeners: list, stopping) -> dict:
+    """:func:`drain` a JobRunner into engine listeners (StoreListener, the job's metrics)."""
+    def handle(kind: str, payload: dict) -> None:
+        for listener in listeners:
+            if kind == "round":
+                listener.on_round(payload)
+            elif kind == "eval":
+                listener.on_eval(payload)
+            elif kind == "checkpoint":
+                listener.on_checkpoint(Path(payload["path"]), payload["step"])
+            elif kind == "checkpoint_failed" and hasattr(listener, "on_checkpoint_failed"):
+                listener.on_checkpoint_failed(payload)
+            elif kind == "replica":
+                if hasattr(listener, "on_replica_change"):
+                    listener.on_replica_change(payload["record"], payload["placement"], payload["spec"])
+                else:
+                    listener.on_replica(payload["record"])
+
+    return drain(runner, handle, stopping)
+
+
 def startup_report(t0: float, reused: bool, marks: dict) -> dict:
     """A job's start-up steps in seconds, from the runner's timestamps: whether its runner and
     replica processes existed before the job started (warm), whether its dataset was already

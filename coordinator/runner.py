@@ -95,6 +95,19 @@ class _Outbox:
             self.acked = max(self.acked, seq)
             self.cv.notify_all()
 
+    def take(self, ack: int, timeout: float) -> list[tuple[int, str, dict]]:
+        """Acknowledge records up to ``ack``; return the next ones (waiting up to ``timeout``)."""
+        self.ack(ack)
+        try:
+            batch = [self.queue.get(timeout=timeout)]
+        except queue.Empty:
+            return []
+        while True:
+            try:
+                batch.append(self.queue.get_nowait())
+            except queue.Empty:
+                return batch
+
     def on_round(self, record: dict) -> None:
         self.send("round", record)
 
@@ -292,16 +305,7 @@ class JobRunner:
 
     def next(self, ack: int, timeout: float = 1.0) -> list[tuple[int, str, dict]]:
         """Acknowledge records up to ``ack``; return the next ones (waiting up to ``timeout``)."""
-        self.outbox.ack(ack)
-        try:
-            batch = [self.outbox.queue.get(timeout=timeout)]
-        except queue.Empty:
-            return []
-        while True:
-            try:
-                batch.append(self.outbox.queue.get_nowait())
-            except queue.Empty:
-                return batch
+        return self.outbox.take(ack, timeout)
 
     def stop(self) -> None:
         self.stopping.set()

@@ -27,6 +27,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from coordinator.sweep_spec import SweepSpec, check_space
+
 STRATEGIES = ("entropy-sgd", "parle", "elastic-sgd", "sgd", "replicated-sgd")
 MODEL_NAMES = ("mnistfc", "lenet", "allcnn-bn", "char-lstm", "mlp")
 COMM_DTYPES = ("float32", "bfloat16", "float16")
@@ -232,6 +234,8 @@ class JobSpec(_Section):
     checkpoint: CheckpointSpec = CheckpointSpec()
     flatness: FlatnessSpec = FlatnessSpec()
     comm: CommSpec = CommSpec()
+    sweep: SweepSpec | None = Field(None, description="a search space over this spec's fields: the job is a "
+                                                      "sweep, each trial a job (coordinator/sweep_spec.py)")
 
     @model_validator(mode="after")
     def _cross(self) -> "JobSpec":
@@ -260,6 +264,8 @@ class JobSpec(_Section):
             raise ValueError(f"init.per_replica_seeds: strategy {self.strategy} sends all replicas one shared "
                              f"anchor; separate starts need a strategy with one anchor per replica "
                              f"({', '.join(PER_REPLICA_ANCHORS)})")
+        if self.sweep is not None:
+            check_space(self)  # each distribution validated through this very model
         return self
 
     def resolved(self) -> "JobSpec":
@@ -296,7 +302,12 @@ class JobSpec(_Section):
         return cls.parse(data if data is not None else {})
 
     def to_dict(self) -> dict:
-        return self.model_dump(mode="json")
+        """Every field; ``sweep`` only when set, so a plain job's dict (and the digest and
+        run directory check built on it) is what it was before sweeps existed."""
+        data = self.model_dump(mode="json")
+        if data.get("sweep") is None:
+            data.pop("sweep", None)
+        return data
 
     def replace(self, **changes: Any) -> "JobSpec":
         """A validated copy with top-level sections replaced (dicts are merged into the section).

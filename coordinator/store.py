@@ -30,7 +30,8 @@ Trust boundary (docs/security.md):
 * The file and its WAL/SHM companions are mode 0600.
 
 Stores written before principals existed are migrated when opened (``PRAGMA user_version``
-0 → 2: the jobs table is rebuilt with ``owner`` = ``default`` for every old job).
+0 → 2: the jobs table is rebuilt with ``owner`` = ``default`` for every old job); stores from
+before sweeps (2 → 3) gain the columns ``parent`` and ``sweep`` (coordinator.sweep_store).
 """
 from __future__ import annotations
 
@@ -43,10 +44,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from coordinator.sweep_store import SweepRows
+
 STATES = ("QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED")
 TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DEFAULT_OWNER = "default"
 _TERMINAL_SQL = "('SUCCEEDED', 'FAILED', 'CANCELLED')"
 
@@ -70,6 +73,7 @@ CREATE TABLE IF NOT EXISTS {name} (
     replicas TEXT,
     owner TEXT NOT NULL DEFAULT 'default',
     request_digest TEXT,
+    parent TEXT, sweep TEXT,
     UNIQUE (owner, request_id)
 );
 """
@@ -78,6 +82,7 @@ _OLD_COLUMNS = ("id, ordinal, request_id, spec, state, create_time, start_time, 
 _SCHEMA = _JOBS_TABLE.format(name="jobs") + """
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, ordinal);
 CREATE INDEX IF NOT EXISTS jobs_owner ON jobs(owner, state, ordinal);
+CREATE INDEX IF NOT EXISTS jobs_parent ON jobs(parent, ordinal);
 CREATE TABLE IF NOT EXISTS events (
     job_id TEXT NOT NULL REFERENCES jobs(id),
     seq INTEGER NOT NULL,
@@ -88,7 +93,7 @@ CREATE TABLE IF NOT EXISTS events (
 );
 """
 
-_JSON_COLUMNS = ("spec", "progress", "last_eval", "summary", "error", "replicas")
+_JSON_COLUMNS = ("spec", "progress", "last_eval", "summary", "error", "replicas", "sweep")
 
 
 class StoreError(RuntimeError):
@@ -128,6 +133,9 @@ class JobRecord:
     replicas: list | None = None
     owner: str = DEFAULT_OWNER
     request_digest: str | None = None
+    parent: str | None = None  # the sweep of a trial; ``sweep`` and ``children``: coordinator.sweep_store
+    sweep: dict | None = None
+    children: list = field(default_factory=list)
 
 
 @dataclass
@@ -139,7 +147,7 @@ class Event:
     payload: dict = field(default_factory=dict)
 
 
-class JobStore:
+class JobStore(SweepRows):
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -159,10 +167,11 @@ class JobStore:
         self._readers: list[sqlite3.Connection] = []
 
     def _migrate(self) -> None:
-        """Rebuild a jobs table written before principals (no ``owner`` column, a global
-        UNIQUE on ``request_id``): SQLite cannot drop a constraint, so copy the rows into the
-        new table, every old job owned by ``default``. One transaction: all or nothing."""
+        """Rebuild a jobs table written before principals (no ``owner``, a global UNIQUE on
+        ``request_id``; SQLite cannot drop a constraint) into the new table, every old job
+        owned by ``default``, in one transaction; add the sweep columns to a schema-2 table."""
         columns = {r[1] for r in self._db.execute("PRAGMA table_info(jobs)").fetchall()}
+        self._add_sweep_columns(columns, _Transaction)
         if not columns or "owner" in columns:
             return
         self._db.execute("PRAGMA foreign_keys=OFF")  # events reference jobs(id) while it is rebuilt
@@ -228,8 +237,8 @@ class JobStore:
 
     def get(self, job_id: str) -> JobRecord | None:
         with self._reading() as db:
-            row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return _record(row) if row else None
+            rows = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchall()
+            return next(iter(self._with_children(db, [_record(r) for r in rows])), None)
 
     def list(self, state: str | None = None, after_ordinal: int = 0, limit: int = 50,
              owner: str | None = None) -> list[JobRecord]:
@@ -245,13 +254,7 @@ class JobStore:
         q += " ORDER BY ordinal LIMIT ?"
         args.append(limit)
         with self._reading() as db:
-            return [_record(r) for r in db.execute(q, args).fetchall()]
-
-    def in_states(self, states: tuple[str, ...]) -> list[JobRecord]:
-        marks = ",".join("?" * len(states))
-        with self._reading() as db:
-            rows = db.execute(f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY ordinal", states).fetchall()
-        return [_record(r) for r in rows]
+            return self._with_children(db, [_record(r) for r in db.execute(q, args).fetchall()])
 
     def counts(self) -> dict[str, int]:
         with self._reading() as db:
@@ -303,8 +306,7 @@ class JobStore:
 
     def last_seq(self, job_id: str) -> int:
         with self._reading() as db:
-            return db.execute("SELECT COALESCE(MAX(seq), 0) FROM events WHERE job_id = ?",
-                                    (job_id,)).fetchone()[0]
+            return db.execute("SELECT COALESCE(MAX(seq), 0) FROM events WHERE job_id = ?", (job_id,)).fetchone()[0]
 
     def integrity_check(self) -> list[str]:
         """``PRAGMA integrity_check``: ``["ok"]`` for a sound file, else what is wrong."""

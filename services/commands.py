@@ -123,6 +123,14 @@ def describe(job) -> str:
                  f"(name {spec.get('name')})")
     lines.append(f"times:       created {_time(job.create_time)}, started {_time(job.start_time)}, "
                  f"ended {_time(job.end_time)}")
+    if job.HasField("sweep"):  # a sweep: its standing, best trial and trials
+        w = job.sweep
+        lines.append(f"sweep:       {w.started}/{w.trials} trials started, {w.succeeded} finished, {w.stopped_early} "
+                     f"stopped early, {w.failed} failed; best {w.best_trial or '-'}" + (
+                         f" {w.metric} {w.best_value:.4f} {dict(w.best_config)}" if w.best_trial else ""))
+        lines += [f"trial:       {c}" for c in job.children]
+    if job.parent:
+        lines.append(f"trial of:    {job.parent} {dict(job.trial.config)}{' (stopped early)' * job.trial.stopped_early}")
     if job.HasField("progress"):
         lines.append(f"progress:    round {p.round}/{p.total_rounds} epoch {p.epoch:.3f} loss {p.loss:.4f} "
                      f"train_error {p.train_error:.4f} gamma {p.gamma:.3g} rho {p.rho:.3g} lr {p.lr:.3g} "
@@ -195,6 +203,10 @@ def _watch(client, name: str, no_progress: bool = False, reconnect_s: float = 60
                         r = ev.replica
                         who = f"replica {r.replica} " if r.replica >= 0 else ""
                         bar.write(f"round {r.round}: {who}{r.kind}: {r.cause}")
+                    elif kind == "trial":  # a sweep's trial started, reported or ended
+                        t = ev.trial
+                        bar.write(f"{t.trial}: {t.kind} " + (str(dict(t.config)) if t.kind == "started" else
+                                                             f"epoch {t.epoch:.3f} value {t.value:.4f} {t.message}"))
                     elif kind == "error":
                         error = ev.error
                     elif kind == "summary":
@@ -286,7 +298,6 @@ def cmd_flatness(args) -> int:
     import tempfile
 
     from coordinator.flatness_job import headline, load_checkpoint, report_for_checkpoint
-
     from services.client import ApiError
 
     target = Path(args.target)

@@ -42,6 +42,15 @@ def _clean(data, desc, prefix: str) -> dict:
             raise SpecError(f"{path}: unknown field", path)
         if value is None or (path == "resources.gpus_per_replica" and value == "auto"):
             continue
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:  # sweep.space
+            if not isinstance(value, dict):
+                raise SpecError(f"{path}: expected a mapping of spec fields to distributions (got {value!r})", path)
+            for k, v in value.items():
+                if not isinstance(v, str):
+                    raise SpecError(f"{path}.{k}: expected a distribution string such as 'uniform(0.1, 1)' "
+                                    f"(got {v!r})", f"{path}.{k}")
+            out[key] = {str(k): v for k, v in value.items()}
+            continue
         if field.message_type is not None:
             out[key] = _clean(value, field.message_type, path)
             continue
@@ -100,7 +109,22 @@ def job_to_proto(rec: JobRecord) -> pb.Job:
         if value:
             getattr(job, attr).CopyFrom(_message(cls, value))
     job.replicas.extend(_message(pb.ReplicaPlacement, r) for r in rec.replicas or [])
+    job.parent = f"jobs/{rec.parent}" if rec.parent else ""
+    job.children.extend(f"jobs/{c}" for c in rec.children)
+    if rec.sweep and rec.parent:
+        job.trial.CopyFrom(_message(pb.TrialInfo, {**rec.sweep, "config": _json_map(rec.sweep.get("config"))}))
+    elif rec.sweep:
+        status = {k: v for k, v in rec.sweep.items() if k not in ("best_trial", "best_config")}
+        job.sweep.CopyFrom(_message(pb.SweepStatus, status))
+        if rec.sweep.get("best_trial"):
+            job.sweep.best_trial = f"jobs/{rec.sweep['best_trial']}"
+        job.sweep.best_config.update(_json_map(rec.sweep.get("best_config")))
     return job
+
+
+def _json_map(config: dict | None) -> dict:
+    """A trial config as the API carries it: dotted field → the value as JSON text."""
+    return {k: json.dumps(v) for k, v in (config or {}).items()}
 
 
 def _message(cls, data: dict):
@@ -120,6 +144,8 @@ def event_to_proto(ev: Event) -> pb.JobEvent:
     if ev.kind == "state":
         msg.state_change.CopyFrom(pb.StateChange(state=pb.State.Value(ev.payload["state"]),
                                                  reason=ev.payload.get("reason", "")))
+    elif ev.kind == "trial":  # a sweep's: the trial's id becomes its name, the config stays JSON text
+        msg.trial.CopyFrom(_message(pb.TrialEvent, {**ev.payload, "trial": f"jobs/{ev.payload['trial']}"}))
     else:
         field, cls = _EVENT_TYPES[ev.kind]
         getattr(msg, field).CopyFrom(_message(cls, ev.payload))

@@ -148,8 +148,7 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
 
     @mapped
     def DownloadCheckpoint(self, request, context):
-        jid = job_id(request.name)
-        self.m.get(jid, principal=self._who(context))
+        jid = self.m.download_job(job_id(request.name), principal=self._who(context))  # a sweep: its best trial
         directory = self.m.run_dir(jid).checkpoints
         if request.round:
             path = next((p for p in list_checkpoints(directory) if p.name == f"ckpt-{request.round:08d}.pt"), None)
@@ -164,8 +163,7 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
 
     @mapped
     def DownloadArtifact(self, request, context):
-        jid = job_id(request.name)
-        self.m.get(jid, principal=self._who(context))
+        jid = self.m.download_job(job_id(request.name), principal=self._who(context))  # a sweep: its best trial
         if request.artifact not in ARTIFACTS:
             raise SpecError(f"artifact: must be one of {', '.join(ARTIFACTS)}; got {request.artifact[:80]!r}",
                             "artifact")

@@ -159,8 +159,37 @@ class CommSpec(_message.Message):
     dtype: str
     def __init__(self, dtype: _Optional[str] = ...) -> None: ...
 
+class SweepSpec(_message.Message):
+    __slots__ = ("space", "trials", "metric", "mode", "scheduler", "grace_period", "reduction_factor", "max_concurrent", "seed")
+    class SpaceEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    SPACE_FIELD_NUMBER: _ClassVar[int]
+    TRIALS_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULER_FIELD_NUMBER: _ClassVar[int]
+    GRACE_PERIOD_FIELD_NUMBER: _ClassVar[int]
+    REDUCTION_FACTOR_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONCURRENT_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    space: _containers.ScalarMap[str, str]
+    trials: int
+    metric: str
+    mode: str
+    scheduler: str
+    grace_period: float
+    reduction_factor: float
+    max_concurrent: int
+    seed: int
+    def __init__(self, space: _Optional[_Mapping[str, str]] = ..., trials: _Optional[int] = ..., metric: _Optional[str] = ..., mode: _Optional[str] = ..., scheduler: _Optional[str] = ..., grace_period: _Optional[float] = ..., reduction_factor: _Optional[float] = ..., max_concurrent: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
+
 class JobSpec(_message.Message):
-    __slots__ = ("name", "model", "dataset", "strategy", "replicas", "inner", "outer", "elastic", "train", "resources", "checkpoint", "flatness", "comm", "init")
+    __slots__ = ("name", "model", "dataset", "strategy", "replicas", "inner", "outer", "elastic", "train", "resources", "checkpoint", "flatness", "comm", "init", "sweep")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
@@ -175,6 +204,7 @@ class JobSpec(_message.Message):
     FLATNESS_FIELD_NUMBER: _ClassVar[int]
     COMM_FIELD_NUMBER: _ClassVar[int]
     INIT_FIELD_NUMBER: _ClassVar[int]
+    SWEEP_FIELD_NUMBER: _ClassVar[int]
     name: str
     model: str
     dataset: DatasetSpec
@@ -189,7 +219,8 @@ class JobSpec(_message.Message):
     flatness: FlatnessSpec
     comm: CommSpec
     init: InitSpec
-    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., dataset: _Optional[_Union[DatasetSpec, _Mapping]] = ..., strategy: _Optional[str] = ..., replicas: _Optional[int] = ..., inner: _Optional[_Union[InnerSpec, _Mapping]] = ..., outer: _Optional[_Union[OuterSpec, _Mapping]] = ..., elastic: _Optional[_Union[ElasticSpec, _Mapping]] = ..., train: _Optional[_Union[TrainSpec, _Mapping]] = ..., resources: _Optional[_Union[ResourceSpec, _Mapping]] = ..., checkpoint: _Optional[_Union[CheckpointSpec, _Mapping]] = ..., flatness: _Optional[_Union[FlatnessSpec, _Mapping]] = ..., comm: _Optional[_Union[CommSpec, _Mapping]] = ..., init: _Optional[_Union[InitSpec, _Mapping]] = ...) -> None: ...
+    sweep: SweepSpec
+    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., dataset: _Optional[_Union[DatasetSpec, _Mapping]] = ..., strategy: _Optional[str] = ..., replicas: _Optional[int] = ..., inner: _Optional[_Union[InnerSpec, _Mapping]] = ..., outer: _Optional[_Union[OuterSpec, _Mapping]] = ..., elastic: _Optional[_Union[ElasticSpec, _Mapping]] = ..., train: _Optional[_Union[TrainSpec, _Mapping]] = ..., resources: _Optional[_Union[ResourceSpec, _Mapping]] = ..., checkpoint: _Optional[_Union[CheckpointSpec, _Mapping]] = ..., flatness: _Optional[_Union[FlatnessSpec, _Mapping]] = ..., comm: _Optional[_Union[CommSpec, _Mapping]] = ..., init: _Optional[_Union[InitSpec, _Mapping]] = ..., sweep: _Optional[_Union[SweepSpec, _Mapping]] = ...) -> None: ...
 
 class JobError(_message.Message):
     __slots__ = ("code", "message", "replica", "round", "root_cause")
@@ -284,7 +315,7 @@ class JobSummary(_message.Message):
     def __init__(self, test_error: _Optional[float] = ..., test_loss: _Optional[float] = ..., rounds: _Optional[int] = ..., epochs: _Optional[float] = ..., grad_evals_total: _Optional[int] = ..., grad_evals_per_replica: _Optional[float] = ..., samples_total: _Optional[int] = ..., data_passes_per_replica: _Optional[float] = ..., data_passes_total: _Optional[float] = ..., wall_seconds: _Optional[float] = ..., top_eigenvalue: _Optional[float] = ..., hessian_trace: _Optional[float] = ..., near_zero_fraction: _Optional[float] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("name", "id", "spec", "state", "create_time", "start_time", "end_time", "progress", "last_evaluation", "summary", "error", "checkpoint_round", "request_id", "restarts", "replicas")
+    __slots__ = ("name", "id", "spec", "state", "create_time", "start_time", "end_time", "progress", "last_evaluation", "summary", "error", "checkpoint_round", "request_id", "restarts", "replicas", "parent", "children", "sweep", "trial")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
@@ -300,6 +331,10 @@ class Job(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     RESTARTS_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    CHILDREN_FIELD_NUMBER: _ClassVar[int]
+    SWEEP_FIELD_NUMBER: _ClassVar[int]
+    TRIAL_FIELD_NUMBER: _ClassVar[int]
     name: str
     id: str
     spec: JobSpec
@@ -315,7 +350,61 @@ class Job(_message.Message):
     request_id: str
     restarts: int
     replicas: _containers.RepeatedCompositeFieldContainer[ReplicaPlacement]
-    def __init__(self, name: _Optional[str] = ..., id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[State, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., last_evaluation: _Optional[_Union[Evaluation, _Mapping]] = ..., summary: _Optional[_Union[JobSummary, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., checkpoint_round: _Optional[int] = ..., request_id: _Optional[str] = ..., restarts: _Optional[int] = ..., replicas: _Optional[_Iterable[_Union[ReplicaPlacement, _Mapping]]] = ...) -> None: ...
+    parent: str
+    children: _containers.RepeatedScalarFieldContainer[str]
+    sweep: SweepStatus
+    trial: TrialInfo
+    def __init__(self, name: _Optional[str] = ..., id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[State, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., last_evaluation: _Optional[_Union[Evaluation, _Mapping]] = ..., summary: _Optional[_Union[JobSummary, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., checkpoint_round: _Optional[int] = ..., request_id: _Optional[str] = ..., restarts: _Optional[int] = ..., replicas: _Optional[_Iterable[_Union[ReplicaPlacement, _Mapping]]] = ..., parent: _Optional[str] = ..., children: _Optional[_Iterable[str]] = ..., sweep: _Optional[_Union[SweepStatus, _Mapping]] = ..., trial: _Optional[_Union[TrialInfo, _Mapping]] = ...) -> None: ...
+
+class SweepStatus(_message.Message):
+    __slots__ = ("metric", "mode", "trials", "started", "succeeded", "stopped_early", "failed", "best_trial", "best_value", "best_config")
+    class BestConfigEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    TRIALS_FIELD_NUMBER: _ClassVar[int]
+    STARTED_FIELD_NUMBER: _ClassVar[int]
+    SUCCEEDED_FIELD_NUMBER: _ClassVar[int]
+    STOPPED_EARLY_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    BEST_TRIAL_FIELD_NUMBER: _ClassVar[int]
+    BEST_VALUE_FIELD_NUMBER: _ClassVar[int]
+    BEST_CONFIG_FIELD_NUMBER: _ClassVar[int]
+    metric: str
+    mode: str
+    trials: int
+    started: int
+    succeeded: int
+    stopped_early: int
+    failed: int
+    best_trial: str
+    best_value: float
+    best_config: _containers.ScalarMap[str, str]
+    def __init__(self, metric: _Optional[str] = ..., mode: _Optional[str] = ..., trials: _Optional[int] = ..., started: _Optional[int] = ..., succeeded: _Optional[int] = ..., stopped_early: _Optional[int] = ..., failed: _Optional[int] = ..., best_trial: _Optional[str] = ..., best_value: _Optional[float] = ..., best_config: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class TrialInfo(_message.Message):
+    __slots__ = ("trial_id", "config", "value", "stopped_early")
+    class ConfigEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    TRIAL_ID_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    STOPPED_EARLY_FIELD_NUMBER: _ClassVar[int]
+    trial_id: str
+    config: _containers.ScalarMap[str, str]
+    value: float
+    stopped_early: bool
+    def __init__(self, trial_id: _Optional[str] = ..., config: _Optional[_Mapping[str, str]] = ..., value: _Optional[float] = ..., stopped_early: _Optional[bool] = ...) -> None: ...
 
 class ReplicaPlacement(_message.Message):
     __slots__ = ("index", "node_id", "node_ip", "pid", "device")
@@ -386,7 +475,7 @@ class StateChange(_message.Message):
     def __init__(self, state: _Optional[_Union[State, str]] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class JobEvent(_message.Message):
-    __slots__ = ("seq", "time", "snapshot", "state_change", "progress", "evaluation", "error", "summary", "replica")
+    __slots__ = ("seq", "time", "snapshot", "state_change", "progress", "evaluation", "error", "summary", "replica", "trial")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
@@ -396,6 +485,7 @@ class JobEvent(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
     REPLICA_FIELD_NUMBER: _ClassVar[int]
+    TRIAL_FIELD_NUMBER: _ClassVar[int]
     seq: int
     time: _timestamp_pb2.Timestamp
     snapshot: Job
@@ -405,7 +495,33 @@ class JobEvent(_message.Message):
     error: JobError
     summary: JobSummary
     replica: ReplicaEvent
-    def __init__(self, seq: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., snapshot: _Optional[_Union[Job, _Mapping]] = ..., state_change: _Optional[_Union[StateChange, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., evaluation: _Optional[_Union[Evaluation, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., summary: _Optional[_Union[JobSummary, _Mapping]] = ..., replica: _Optional[_Union[ReplicaEvent, _Mapping]] = ...) -> None: ...
+    trial: TrialEvent
+    def __init__(self, seq: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., snapshot: _Optional[_Union[Job, _Mapping]] = ..., state_change: _Optional[_Union[StateChange, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., evaluation: _Optional[_Union[Evaluation, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., summary: _Optional[_Union[JobSummary, _Mapping]] = ..., replica: _Optional[_Union[ReplicaEvent, _Mapping]] = ..., trial: _Optional[_Union[TrialEvent, _Mapping]] = ...) -> None: ...
+
+class TrialEvent(_message.Message):
+    __slots__ = ("trial", "kind", "round", "epoch", "value", "config", "message")
+    class ConfigEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    TRIAL_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    trial: str
+    kind: str
+    round: int
+    epoch: float
+    value: float
+    config: _containers.ScalarMap[str, str]
+    message: str
+    def __init__(self, trial: _Optional[str] = ..., kind: _Optional[str] = ..., round: _Optional[int] = ..., epoch: _Optional[float] = ..., value: _Optional[float] = ..., config: _Optional[_Mapping[str, str]] = ..., message: _Optional[str] = ...) -> None: ...
 
 class ReplicaEvent(_message.Message):
     __slots__ = ("replica", "round", "kind", "cause", "replicas")

@@ -124,7 +124,7 @@ def test_a_store_from_before_principals_is_migrated(tmp_path):
     assert not created and again.id == "old"
     other, created = store.create("y", {}, "r", owner="alice")  # no longer a global key
     assert created
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 3
     store.close()
     JobStore(path).close()  # opening a migrated store again changes nothing
 

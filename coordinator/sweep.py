@@ -1,0 +1,277 @@
+"""Run a sweep on Ray Tune: each trial is an ordinary engine run, its replicas in the trial's
+placement group. :func:`run_sweep` is the library entry point (the service's SweepRunner
+actor calls it, and a study script can too, with no server): it runs a spec's ``sweep:``
+end to end and returns every trial's result.
+
+* **Search and scheduling are Tune's.** The space maps to Tune's own distributions
+  (coordinator.sweep_spec.to_tune), the search is Tune's ``BasicVariantGenerator`` (seeded),
+  early stopping Tune's ``ASHAScheduler``; nothing here samples or decides.
+* **Placement.** A trial asks for a ``tune.PlacementGroupFactory``: a head bundle for the
+  trial's driver (the function below, which runs the round loop like a JobRunner) holding a
+  share of the ``node:<ip>`` resource of this node and no CPU — it writes the run directory,
+  which lies on this node's disk, and mostly waits — then one bundle of ``cpus_per_replica``
+  (and the GPU share) per replica. Tune starts the trial's actor in that placement group
+  with ``placement_group_capture_child_tasks=True`` (ray.air.execution.resources.placement_group),
+  so the ``RayPool``'s replica actors, created without a scheduling strategy, land in the
+  trial's bundles: a trial never takes CPUs beyond its own placement group.
+* **Reporting.** The trial calls ``ray.tune.report`` (Ray 2.60's reporting API for Tune
+  function trainables; ``ray.train.report`` is for Train workers) once per evaluation, after
+  that round's checkpoint is written, with the metric and the effective epochs
+  (``data_passes_per_replica``: passes over the data per replica, the same unit for every
+  method whatever its L; ASHA's time attribute), so a trial ASHA stops still has a
+  checkpoint of what it reported.
+  Its last report, after the run ends, carries ``final`` and the run's summary: a trial
+  whose last result is not final was stopped early by the scheduler.
+* **Records.** A Tune callback in the driver (this process) turns Tune's events into
+  ``sink(kind, payload)`` calls, in order: ``trial_start``, ``trial_result``, ``trial_end``.
+  One trial's failure is a ``trial_end`` with its error; the sweep goes on (Tune's
+  ``FailureConfig(fail_fast=False)``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ray import tune
+
+from coordinator.sweep_spec import DRIVER_BUNDLE, apply, footprint, num_samples, to_tune
+
+ASHA_MAX_T = 1e8  # ASHA's max_t, in effective epochs: beyond any budget, so a trial is never stopped for reaching it
+RESULT_KEYS = ("round", "epoch", "total_rounds", "test_error", "test_loss", "grad_evals_total",
+               "data_passes_per_replica", "wall_s", "checkpoint_round", "progress", "final", "summary")
+
+
+@dataclass
+class TrialResult:
+    """One trial as the sweep saw it. ``state``: RUNNING, SUCCEEDED, STOPPED (early, by the
+    scheduler) or FAILED; ``value``: its last reported metric."""
+
+    trial_id: str
+    dir: str
+    config: dict
+    spec: dict
+    state: str = "RUNNING"
+    value: float | None = None
+    result: dict = field(default_factory=dict)
+    summary: dict | None = None
+    error: dict | None = None
+
+
+def trial_dir(root: str | Path, prefix: str, trial_id: str) -> Path:
+    """A trial's run directory: ``root/<prefix><Tune's trial id>``. The service passes its
+    runs directory and ``<sweep id>-``, so the trial's directory is that of its child job."""
+    return Path(root) / f"{prefix}{trial_id}"
+
+
+def pg_factory(spec):
+    """The trial's ``PlacementGroupFactory`` (module docstring): head bundle, then K replicas."""
+    import ray
+
+    from coordinator.pool import resolve_gpus
+
+    gpus = resolve_gpus(spec, ray.cluster_resources().get("GPU", 0.0))
+    replica = {"CPU": spec.resources.cpus_per_replica, **({"GPU": gpus} if gpus > 0 else {})}
+    head = {f"node:{ray.util.get_node_ip_address()}": DRIVER_BUNDLE}
+    return tune.PlacementGroupFactory([head] + [dict(replica) for _ in range(spec.replicas)])
+
+
+def best_of(trials: list[TrialResult], mode: str) -> TrialResult | None:
+    """The trial with the best last reported value (Tune's ``scope="last"``); ties: the first."""
+    scored = [t for t in trials if t.value is not None]
+    if not scored:
+        return None
+    return (min if mode == "min" else max)(scored, key=lambda t: t.value)
+
+
+def run_sweep(spec, storage: str | Path, *, trial_root: str | Path, prefix: str = "", sink=None,
+              env: dict | None = None, stop: threading.Event | None = None) -> dict:
+    """Run ``spec.sweep`` on Tune (Ray already initialized) and wait for it to end. Tune's
+    experiment goes to ``storage/tune``; trial ``i`` runs in :func:`trial_dir`. ``sink(kind,
+    payload)`` gets the records (module docstring); ``env`` is applied in each trial's
+    process before it reads data (the server's data policy, as for a JobRunner); setting
+    ``stop`` stops every trial. Returns ``{"trials": [TrialResult], "best": TrialResult|None,
+    "stopped": bool}``."""
+    import ray
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    s = spec.sweep
+    concurrency, _, _ = footprint(spec, ray.cluster_resources().get("CPU", 0.0))
+    relay = _Relay(spec.to_dict(), trial_root, prefix, sink or (lambda kind, payload: None))
+    trainable = tune.with_parameters(_trial, spec_data=spec.to_dict(), root=str(trial_root), prefix=prefix,
+                                     env=dict(env or {}), cwd=os.getcwd())
+    scheduler = (ASHAScheduler(time_attr="data_passes_per_replica", max_t=ASHA_MAX_T, grace_period=s.grace_period,
+                               reduction_factor=s.reduction_factor) if s.scheduler == "asha" else FIFOScheduler())
+    stop = stop or threading.Event()
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, pg_factory(spec)), param_space=to_tune(s),
+        tune_config=tune.TuneConfig(metric=s.metric, mode=s.mode, num_samples=num_samples(s),
+                                    max_concurrent_trials=concurrency, scheduler=scheduler, reuse_actors=False,
+                                    # Tune applies max_concurrent_trials only to a searcher it makes itself
+                                    search_alg=BasicVariantGenerator(random_state=s.seed, max_concurrent=concurrency)),
+        run_config=tune.RunConfig(storage_path=str(Path(storage).resolve()), name="tune", verbose=0,
+                                  callbacks=[relay], stop=_StopAll(stop),
+                                  failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)))
+    tuner.fit()
+    trials = list(relay.trials.values())
+    return {"trials": trials, "best": best_of(trials, s.mode), "stopped": stop.is_set()}
+
+
+class _StopAll(tune.Stopper):
+    """Tune's own stop hook: ``stop_all`` is asked after every result and between trials."""
+
+    def __init__(self, event: threading.Event):
+        self.event = event
+
+    def __call__(self, trial_id, result) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        return self.event.is_set()
+
+    def __getstate__(self):  # Tune saves its run config; the event is this process's only
+        return {}
+
+    def __setstate__(self, state):
+        self.event = threading.Event()
+
+
+class _Relay(tune.Callback):
+    """Tune's trial events as sink records (module docstring), and the trials' bookkeeping."""
+
+    def __init__(self, spec_data: dict, root, prefix: str, sink):
+        self.spec_data, self.root, self.prefix, self.sink = spec_data, root, prefix, sink
+        self.trials: dict[str, TrialResult] = {}
+
+    def __getstate__(self):  # Tune pickles its run config into the experiment; the sink stays here
+        return {"spec_data": self.spec_data, "root": self.root, "prefix": self.prefix, "trials": {}}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state, sink=lambda kind, payload: None)
+
+    def _trial(self, trial) -> TrialResult:
+        t = self.trials.get(trial.trial_id)
+        if t is None:
+            config = {k: (v.item() if hasattr(v, "item") else v) for k, v in dict(trial.config).items()}
+            t = self.trials[trial.trial_id] = TrialResult(
+                trial.trial_id, str(trial_dir(self.root, self.prefix, trial.trial_id)), config,
+                apply(self.spec_data, config))
+        return t
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        t = self._trial(trial)
+        self.sink("trial_start", {"trial_id": t.trial_id, "config": t.config, "spec": t.spec, "dir": t.dir})
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        t = self._trial(trial)
+        t.result = {k: result[k] for k in RESULT_KEYS if k in result}
+        metric = self.spec_data["sweep"]["metric"]
+        t.value = float(result[metric]) if result.get(metric) is not None else t.value
+        self.sink("trial_result", {"trial_id": t.trial_id, "result": t.result, "value": t.value})
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        t = self._trial(trial)
+        if t.result.get("final"):
+            t.state, t.summary = "SUCCEEDED", t.result.get("summary")
+        else:
+            t.state = "STOPPED"
+        self.sink("trial_end", {"trial_id": t.trial_id, "state": t.state, "summary": t.summary,
+                                "result": t.result, "value": t.value})
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        t = self._trial(trial)
+        path = Path(t.dir) / "error.json"
+        try:
+            t.error = json.loads(path.read_text())
+        except (OSError, ValueError):  # the trial's process died before it could say why
+            t.error = {"code": "INTERNAL", "message": f"trial {t.trial_id} failed",
+                       "replica": -1, "round": -1, "root_cause": str(getattr(trial, "error_file", "") or "")}
+        t.state = "FAILED"
+        self.sink("trial_end", {"trial_id": t.trial_id, "state": "FAILED", "error": t.error, "value": t.value})
+
+
+class _Reporter:
+    """Engine listener in a trial: one ``tune.report`` per evaluation, once its round's
+    checkpoint is written (or at the next round when no checkpoint follows it); the final
+    evaluation is held for the final report, which :func:`_trial` makes after the run."""
+
+    def __init__(self, total: int):
+        self.total, self.pending, self.last_round, self.checkpoint_round = total, None, None, 0
+
+    def on_round(self, record: dict) -> None:
+        self.flush()
+        self.last_round = record
+
+    def on_eval(self, record: dict) -> None:
+        self.pending = record
+
+    def on_checkpoint(self, path, step: int) -> None:
+        self.checkpoint_round = step
+        if self.pending is not None and self.pending["round"] == step:
+            self.flush()
+
+    def on_replica(self, record: dict) -> None:
+        pass
+
+    def flush(self, final: bool = False, summary: dict | None = None) -> None:
+        from coordinator.records import PROGRESS_KEYS, pick
+
+        ev = self.pending
+        if ev is None or (ev["round"] >= self.total and not final):
+            return
+        self.pending = None
+        result = {k: ev[k] for k in ("round", "epoch", "test_error", "test_loss", "grad_evals_total",
+                                     "data_passes_per_replica", "wall_s") if ev.get(k) is not None}
+        progress = pick(self.last_round or {}, PROGRESS_KEYS)
+        tune.report({**result, "total_rounds": self.total, "checkpoint_round": self.checkpoint_round,
+                     "progress": progress, "final": final, **({"summary": summary} if summary else {})})
+
+
+def _trial(config: dict, spec_data: dict, root: str, prefix: str, env: dict, cwd: str) -> None:
+    """One trial: its spec is the sweep's with ``config`` applied; it runs like a JobRunner's
+    job (run directory, metrics.jsonl, checkpoints, resume from the newest checkpoint, the
+    flatness report if asked), reporting to Tune through :class:`_Reporter`. A failure
+    writes ``error.json`` (coordinator.runner.error_of) for the driver, then raises."""
+    os.environ.update(env)
+    os.chdir(cwd)  # Tune starts trials in their Tune directory; data paths are relative to the server's
+    from coordinator.rundir import MetricsLog, RunDir
+    from coordinator.runner import build_engine, error_of
+    from coordinator.spec import JobSpec
+
+    rd = RunDir(trial_dir(root, prefix, tune.get_context().get_trial_id()))
+    engine = metrics = None
+    try:
+        spec = JobSpec.parse(apply(spec_data, config)).resolved()
+        rd.prepare(spec, resume=True)
+        metrics = MetricsLog(rd)
+        reporter = _Reporter(0)
+        engine = build_engine(spec, rd, listeners=[metrics, reporter])
+        reporter.total = engine.total
+        summary = engine.run()
+        if spec.flatness.enabled:
+            summary = {**summary, **_flatness(engine, rd)}
+        rd.write_summary({"status": "succeeded", **summary})
+    except Exception as exc:
+        rd.path.mkdir(parents=True, exist_ok=True)
+        rd.write_text(rd.path / "error.json", json.dumps(error_of(exc)))
+        raise
+    finally:
+        if engine is not None:
+            engine.pool.shutdown()
+        if metrics is not None:
+            metrics.close()
+    reporter.flush(final=True, summary=summary)
+
+
+def _flatness(engine, rd) -> dict:
+    """The flatness report of the final model (as coordinator.runner.JobRunner._flatness)."""
+    from coordinator.flatness_job import report_for_checkpoint
+
+    ckpt = {"spec": engine.spec.to_dict(), "round": engine.t,
+            "model": engine.evaluator.state_dict(engine.strategy.reference())}
+    report = report_for_checkpoint(ckpt, rd.path)
+    return {"top_eigenvalue": report["top_eigenvalues"][0], "hessian_trace": report["trace"],
+            "near_zero_fraction": report["near_zero_fraction"]}
