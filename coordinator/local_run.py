@@ -23,9 +23,8 @@ def dataset_for(spec: JobSpec) -> Dataset:
     data = load_dataset(d.name, d.path, seq_len=d.seq_len, seed=spec.train.seed)
     if d.train_subset or d.test_subset:
         data = data.subset(train=d.train_subset, test=d.test_subset, seed=spec.train.seed)
-    noise = getattr(d, "label_noise", 0.0)
-    if noise:
-        data = data.with_label_noise(noise, seed=spec.train.seed)
+    if d.label_noise:
+        data = data.with_label_noise(d.label_noise, seed=spec.train.seed)
     return data
 
 

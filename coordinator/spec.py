@@ -75,6 +75,8 @@ class DatasetSpec(_Section):
     train_subset: int = Field(0, ge=0, description="use only this many training samples (0 = all)")
     test_subset: int = Field(0, ge=0, description="use only this many test samples (0 = all)")
     seq_len: int = Field(100, ge=2, le=10_000, description="characters per sequence (text data)")
+    label_noise: float = Field(0.0, ge=0.0, lt=1.0, description="share of the training labels flipped to another "
+                               "class, seeded by train.seed (image data; the noisy-label regime)")
 
 
 class InnerSpec(_Section):

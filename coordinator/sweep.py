@@ -100,8 +100,10 @@ def run_sweep(spec, storage: str | Path, *, trial_root: str | Path, prefix: str 
 
     s = spec.sweep
     concurrency, _, _ = footprint(spec, ray.cluster_resources().get("CPU", 0.0))
-    relay = _Relay(spec.to_dict(), trial_root, prefix, sink or (lambda kind, payload: None))
-    trainable = tune.with_parameters(_trial, spec_data=spec.to_dict(), root=str(trial_root), prefix=prefix,
+    # the fields as given, not every default: a default a strategy pins (sgd's γ) must stay unset
+    spec_data = spec.model_dump(mode="json", exclude_unset=True)
+    relay = _Relay(spec_data, trial_root, prefix, sink or (lambda kind, payload: None))
+    trainable = tune.with_parameters(_trial, spec_data=spec_data, root=str(trial_root), prefix=prefix,
                                      env=dict(env or {}), cwd=os.getcwd())
     scheduler = (ASHAScheduler(time_attr="data_passes_per_replica", max_t=ASHA_MAX_T, grace_period=s.grace_period,
                                reduction_factor=s.reduction_factor) if s.scheduler == "asha" else FIFOScheduler())

@@ -93,7 +93,7 @@ def run_sweep_job(m, job_id: str, running) -> None:
     from coordinator.records import drain
     from coordinator.runner import error_of
 
-    runner, rec = None, Recorder(m, job_id, running.spec)
+    runner, rec = None, Recorder(m, job_id, running.spec, cancel=running.cancel)
     try:
         with m._lock:  # a cancel from now on sees the runner and kills it
             if running.cancel.is_set():
@@ -138,8 +138,9 @@ class Recorder:
     """A sweep's records as store writes (module docstring): child jobs, their results and
     ends, the sweep's events and standing."""
 
-    def __init__(self, m, job_id: str, spec):
+    def __init__(self, m, job_id: str, spec, cancel=None):
         self.m, self.id, s = m, job_id, spec.sweep
+        self.cancel = cancel  # set once the sweep is cancelled: trials ending from then on are CANCELLED
         self.mode = s.mode
         self.standing = {"metric": s.metric, "mode": s.mode, "trials": s.trials, "started": 0, "succeeded": 0,
                          "stopped_early": 0, "failed": 0, "best_trial": "", "best_value": None, "best_config": {}}
@@ -185,7 +186,10 @@ class Recorder:
         r = self.results.get(cid, {})
         info = {"trial_id": cid.removeprefix(self.id + "-"), "config": self.configs.get(cid, {}),
                 "value": p.get("value")}
-        if p["state"] == "FAILED":
+        if self.cancel is not None and self.cancel.is_set():  # stopped by the cancel, whatever Tune saw
+            self.m.store.finish(cid, "CANCELLED", "its sweep was cancelled", summary=_summary_of(r), sweep=info)
+            event = {"kind": "cancelled", "message": "its sweep was cancelled"}
+        elif p["state"] == "FAILED":
             self.standing["failed"] += 1
             self.m.store.finish(cid, "FAILED", "failed", error=p["error"], sweep=info)
             event = {"kind": "failed", "message": p["error"].get("message", "")}

@@ -320,10 +320,10 @@ def dataset_key(spec) -> str | None:
         files = _signature(real) if real is not None else None
     except Exception:  # noqa: BLE001 - refused, missing, unreadable: not cached
         return None
-    seeded = d.name.startswith("synthetic") or bool(d.train_subset or d.test_subset or getattr(d, "label_noise", 0.0))
+    seeded = d.name.startswith("synthetic") or bool(d.train_subset or d.test_subset or d.label_noise)
     return json.dumps({"name": d.name, "path": str(real) if real is not None else d.path, "files": files,
                        "seq_len": d.seq_len, "train_subset": d.train_subset, "test_subset": d.test_subset,
-                       "label_noise": getattr(d, "label_noise", 0.0),
+                       "label_noise": d.label_noise,
                        "seed": spec.train.seed if seeded else None}, sort_keys=True)
 
 

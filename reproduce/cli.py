@@ -2,6 +2,7 @@
 
     esgd reproduce table1   [--quick | --smoke | --full] [--seeds N] [--models M ...] [--methods S ...]
     esgd reproduce flatness [--quick | --smoke | --full] [--seeds N] [--methods S ...]
+    esgd reproduce study    [--trials N] [--seeds N] [--regimes R ...] [--methods S ...] [--smoke]
 
 Common flags: --out DIR (default runs/reproduce/<name>), --fresh (rerun finished runs), --local
 (replicas in this process instead of Ray actors), --num-cpus N, --ray-address ADDR.
@@ -37,7 +38,7 @@ def _common(p: argparse.ArgumentParser, name: str) -> None:
 def add_reproduce_commands(sub) -> None:
     """Register ``esgd reproduce {table1,flatness}`` on the top-level subparsers ``sub``."""
     rep = sub.add_parser("reproduce", help="reproduce the papers' experiments (Table 1, flatness) on offline data")
-    rsub = rep.add_subparsers(dest="experiment", required=True, metavar="{table1,flatness}")
+    rsub = rep.add_subparsers(dest="experiment", required=True, metavar="{table1,flatness,study}")
 
     t1 = rsub.add_parser("table1", help="SGD / Entropy-SGD / Parle / Elastic-SGD on mnistfc, lenet, char-lstm: "
                                         "test error ± std over seeds, effective epochs, wall time")
@@ -56,6 +57,26 @@ def add_reproduce_commands(sub) -> None:
     fl.add_argument("--methods", nargs="+", choices=FLATNESS_METHODS, default=list(FLATNESS_METHODS),
                     metavar="METHOD", help=f"methods ({', '.join(FLATNESS_METHODS)}; default all)")
     fl.set_defaults(func=cmd_flatness)
+
+    from reproduce.study import METHODS as STUDY_METHODS
+    from reproduce.study import REGIMES
+
+    st = rsub.add_parser("study", help="where local entropy pays: every method tuned by the same Ray Tune sweep "
+                                       "(ASHA), then its best configuration on fresh seeds, with flatness")
+    st.add_argument("--out", default="runs/reproduce/study", help="output directory (default runs/reproduce/study); "
+                                                                  "run again to resume")
+    st.add_argument("--trials", type=positive_int, default=8, help="trials per sweep, the same for every method "
+                                                                   "(default 8)")
+    st.add_argument("--seeds", type=positive_int, default=3, help="final runs per method (default 3)")
+    st.add_argument("--grace", type=float, default=5.0, metavar="EPOCHS",
+                    help="ASHA's grace period in effective epochs (default 5 of the 20)")
+    st.add_argument("--regimes", nargs="+", choices=list(REGIMES), default=list(REGIMES), metavar="REGIME",
+                    help=f"regimes ({', '.join(REGIMES)}; default all)")
+    st.add_argument("--methods", nargs="+", choices=STUDY_METHODS, default=list(STUDY_METHODS), metavar="METHOD",
+                    help=f"methods ({', '.join(STUDY_METHODS)}; default all)")
+    st.add_argument("--smoke", action="store_true", help="tiny sizes (seconds per run, for tests)")
+    st.add_argument("--num-cpus", type=positive_int, help="CPUs for the embedded Ray (default: all)")
+    st.set_defaults(func=cmd_study)
 
 
 def _command(args, name: str) -> str:
@@ -98,4 +119,23 @@ def cmd_flatness(args) -> int:
                           num_cpus=args.num_cpus, threads=args.threads, fresh=args.fresh,
                           command=_command(args, "flatness"))
     print((Path(result["out_dir"]) / "flatness.md").read_text())
+    return 0
+
+
+def cmd_study(args) -> int:
+    from reproduce.study import markdown, plot, run_study
+
+    command = " ".join(["esgd reproduce study", f"--trials {args.trials}", f"--seeds {args.seeds}",
+                        "--regimes", *args.regimes, *(["--methods", *args.methods]
+                                                     if list(args.methods) != ["sgd", "entropy-sgd", "parle",
+                                                                               "elastic-sgd"] else []),
+                        *(["--smoke"] if args.smoke else []), f"--out {args.out}"])
+    results = run_study(out_dir=args.out, regimes=_dedupe(args.regimes), methods=_dedupe(args.methods),
+                        trials=args.trials, seeds=args.seeds, grace=args.grace, smoke=args.smoke,
+                        num_cpus=args.num_cpus)
+    out = Path(args.out)
+    (out / "study.md").write_text(markdown(results, command))
+    plot(results, out / "study.png")
+    print((out / "study.md").read_text())
+    print(f"wrote {out}/study.md, study.png, study.json")
     return 0

@@ -108,3 +108,31 @@ def test_budgets_are_equal_across_methods(model, mode):
         per_replica.add(spec.train.epochs * spec.inner.steps)  # engine epochs × L = passes per replica
         assert spec.replicas * spec.resources.cpus_per_replica <= 2
     assert per_replica == {float(b.effective_epochs)}
+
+
+def test_study_smoke(tmp_path):
+    """esgd reproduce study end to end: one sweep per method through coordinator.sweep (Ray
+    Tune), final seeds, flatness, the table and the figure; then a rerun reuses everything."""
+    out = tmp_path / "study"
+    args = ("study", "--smoke", "--trials", "2", "--seeds", "2", "--regimes", "noisy", "--methods", "sgd",
+            "entropy-sgd", "--out", str(out))
+    proc = _esgd(*args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    md = (out / "study.md").read_text()
+    rows = _rows(md)
+    assert [r[0] for r in rows] == ["SGD (K=1)", "Entropy-SGD (K=1)"]
+    for r in rows:
+        assert "inner.lr=" in r[1] and re.fullmatch(PM, r[2]) and re.fullmatch(PM, r[3]), r
+    assert "noisy: Entropy-SGD" in md and "tuned SGD by more than 2 standard deviations" in md
+    _assert_png(out / "study.png")
+    import json
+
+    study = json.loads((out / "study.json").read_text())
+    sgd = study["regimes"]["noisy"]["sgd"]
+    assert len(sgd["sweep"]["trials"]) == 2 and len(sgd["final_errors"]) == 2
+    spec = json.loads((out / "noisy" / "sgd" / "sweep" / "sweep.json").read_text())["spec"]
+    assert spec["dataset"]["label_noise"] == 0.2 and spec["sweep"]["scheduler"] == "asha"
+    again = _esgd(*args)  # resumable: finished sweeps and runs are reused, not run again
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "reused" in again.stdout + again.stderr
+    assert (out / "study.md").read_text().split("\n", 1)[1] == md.split("\n", 1)[1]

@@ -127,7 +127,10 @@ def test_cancel_stops_every_trial_and_leaves_no_actor(stub):
     stub.CancelJob(pb.CancelJobRequest(name=sweep.name), timeout=10)
     final = wait_state(stub, sweep.name, TERMINAL, timeout=30)
     assert final.state == pb.CANCELLED and len(final.children) >= 2
-    assert all(get(stub, c).state == pb.CANCELLED for c in final.children)
+    children = [get(stub, c) for c in final.children]
+    assert all(t.state == pb.CANCELLED for t in children), [(t.name, pb.State.Name(t.state), t.error.message,
+                                                              t.state_reason if hasattr(t, "state_reason") else "")
+                                                             for t in children]
     everything = set().union(*procs.values())
     wait_for(lambda: not alive(everything), 30, f"the sweep's processes {sorted(everything)} to exit")
     assert get(stub, queued.name).state in (pb.QUEUED, pb.RUNNING)  # its turn came, or is coming

@@ -26,20 +26,22 @@ FAILED: State
 CANCELLED: State
 
 class DatasetSpec(_message.Message):
-    __slots__ = ("name", "path", "fraction", "train_subset", "test_subset", "seq_len")
+    __slots__ = ("name", "path", "fraction", "train_subset", "test_subset", "seq_len", "label_noise")
     NAME_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     FRACTION_FIELD_NUMBER: _ClassVar[int]
     TRAIN_SUBSET_FIELD_NUMBER: _ClassVar[int]
     TEST_SUBSET_FIELD_NUMBER: _ClassVar[int]
     SEQ_LEN_FIELD_NUMBER: _ClassVar[int]
+    LABEL_NOISE_FIELD_NUMBER: _ClassVar[int]
     name: str
     path: str
     fraction: float
     train_subset: int
     test_subset: int
     seq_len: int
-    def __init__(self, name: _Optional[str] = ..., path: _Optional[str] = ..., fraction: _Optional[float] = ..., train_subset: _Optional[int] = ..., test_subset: _Optional[int] = ..., seq_len: _Optional[int] = ...) -> None: ...
+    label_noise: float
+    def __init__(self, name: _Optional[str] = ..., path: _Optional[str] = ..., fraction: _Optional[float] = ..., train_subset: _Optional[int] = ..., test_subset: _Optional[int] = ..., seq_len: _Optional[int] = ..., label_noise: _Optional[float] = ...) -> None: ...
 
 class InnerSpec(_message.Message):
     __slots__ = ("steps", "lr", "noise", "alpha", "gamma0", "gamma1", "gamma_max", "momentum", "nesterov", "weight_decay", "optimizer", "adam_beta1", "adam_beta2", "adam_eps")
