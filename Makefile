@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test install data test-tools bench clean
+.PHONY: run test install data test-tools bench clean compose-check
 
 install: $(STAMP)
 
@@ -29,6 +29,11 @@ run: $(STAMP) data
 
 test: $(STAMP) test-tools
 	$(BIN)/python -m pytest -q
+
+# docker-compose.yml for real: a private dockerd, images built from a debootstrapped base, the
+# cluster up, a job submitted and checked, everything torn down (scripts/compose-check.sh; root)
+compose-check: $(STAMP)
+	./scripts/compose-check.sh
 
 bench: $(STAMP) data
 	$(BIN)/python bench/round_overhead.py

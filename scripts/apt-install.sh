@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install the Debian packages of scripts/apt-packages.txt in the given groups (run, test).
+# Install the Debian packages of scripts/apt-packages.txt in the given groups (run, test, compose).
 # Idempotent and quick when everything is there: a line whose paths all exist installs nothing.
 # Fails (exit 1) naming the package when it cannot install one: a missing package must never
 # turn into a skipped test later.
@@ -7,9 +7,9 @@
 #   scripts/apt-install.sh run test     # what `make test` needs
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ $# -gt 0 ] || { echo "usage: scripts/apt-install.sh GROUP... (run, test)" >&2; exit 2; }
+[ $# -gt 0 ] || { echo "usage: scripts/apt-install.sh GROUP... (run, test, compose)" >&2; exit 2; }
 for g in "$@"; do
-    case "$g" in run|test) ;; *) echo "apt-install: unknown group '$g' (allowed: run, test)" >&2; exit 2;; esac
+    case "$g" in run|test|compose) ;; *) echo "apt-install: unknown group '$g' (allowed: run, test, compose)" >&2; exit 2;; esac
 done
 
 missing=()      # packages to install

