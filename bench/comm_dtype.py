@@ -25,7 +25,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 from coordinator.cluster import connect, disconnect  # noqa: E402
 from coordinator.local_run import run_job  # noqa: E402
-from coordinator.spec import JobSpec  # noqa: E402
+from core.spec import JobSpec  # noqa: E402
 
 
 def main() -> None:

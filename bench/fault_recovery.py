@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from coordinator.spec import JobSpec  # noqa: E402
+from core.spec import JobSpec  # noqa: E402
 from services.client import JobClient  # noqa: E402
 
 

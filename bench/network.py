@@ -84,7 +84,7 @@ def quiet_link(cluster: str, limit_s: float = 300.0) -> float:
 
 # ----------------------------------------------------------------------------- one system, in the head's namespace
 def base_spec(model: str, quick: bool):
-    from coordinator.spec import JobSpec
+    from core.spec import JobSpec
 
     subset = {"train_subset": 2000, "test_subset": 1000} if quick else {}
     return JobSpec.parse({"model": model, "dataset": {"name": "fashion-mnist", **subset},
@@ -102,7 +102,7 @@ def ddp_loop(cfg: dict) -> None:
     from torch.utils.data import DistributedSampler
 
     from coordinator.evaluate import initial_model
-    from coordinator.spec import JobSpec
+    from core.spec import JobSpec
     from vs_ray_train import probe_of, test_error
     from worker.models import task_loss
 
@@ -177,7 +177,7 @@ def run_engine(system: str, spec, args) -> dict:
     from coordinator.evaluate import Evaluator
     from coordinator.local_run import build_engine, dataset_for
     from coordinator.rundir import RunDir
-    from coordinator.spec import JobSpec
+    from core.spec import JobSpec
     from vs_ray_train import PROBE
 
     d = spec.dataset

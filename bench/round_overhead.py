@@ -30,7 +30,7 @@ import torch  # noqa: E402
 from coordinator.engine import Engine  # noqa: E402
 from coordinator.evaluate import Evaluator  # noqa: E402
 from coordinator.pool import RayPool  # noqa: E402
-from coordinator.spec import JobSpec  # noqa: E402
+from core.spec import JobSpec  # noqa: E402
 from coordinator.strategies import make_strategy  # noqa: E402
 from worker.data.datasets import load_dataset  # noqa: E402
 

@@ -52,7 +52,7 @@ from coordinator.cluster import connect, disconnect  # noqa: E402
 from coordinator.engine import Engine  # noqa: E402
 from coordinator.evaluate import Evaluator  # noqa: E402
 from coordinator.pool import RayPool  # noqa: E402
-from coordinator.spec import JobSpec  # noqa: E402
+from core.spec import JobSpec  # noqa: E402
 from coordinator.strategies import make_strategy  # noqa: E402
 from worker.data.datasets import load_dataset  # noqa: E402
 from worker.data.stream import BatchStream  # noqa: E402

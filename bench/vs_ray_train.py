@@ -63,7 +63,7 @@ from coordinator.cluster import connect, disconnect  # noqa: E402
 from coordinator.evaluate import Evaluator, initial_model  # noqa: E402
 from coordinator.local_run import build_engine, dataset_for  # noqa: E402
 from coordinator.rundir import RunDir  # noqa: E402
-from coordinator.spec import JobSpec  # noqa: E402
+from core.spec import JobSpec  # noqa: E402
 from worker.models import error_count, task_loss  # noqa: E402
 
 SYSTEMS = ("ray-train-ddp", "parle", "entropy-sgd", "sgd")

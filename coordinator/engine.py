@@ -25,7 +25,7 @@ from typing import Protocol
 from coordinator.checkpoint import save_checkpoint
 from coordinator.evaluate import Evaluator
 from coordinator.membership import DivergenceError, Membership, PlacementFailed, ReplicaError  # noqa: F401
-from coordinator.spec import JobSpec
+from core.spec import JobSpec
 from coordinator.strategies.base import Strategy
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from coordinator.limits import eval_batch_size
-from coordinator.spec import JobSpec
+from core.spec import JobSpec
 from worker.data.datasets import Dataset
 from worker.flat import FlatState
 from worker.models import build_model, error_count, target_count, task_loss

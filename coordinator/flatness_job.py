@@ -12,7 +12,7 @@ import torch
 
 from coordinator.checkpoint import load_latest
 from coordinator.flatness import flatness_report
-from coordinator.spec import JobSpec, SpecError
+from core.spec import JobSpec, SpecError
 from worker.models import build_model
 
 HEADLINE = ("top_eigenvalues", "trace", "near_zero_fraction")

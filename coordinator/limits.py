@@ -32,7 +32,7 @@ import functools
 import json
 from dataclasses import dataclass
 
-from coordinator.spec import CapacityError, JobSpec, SpecError
+from core.spec import CapacityError, JobSpec, SpecError
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 

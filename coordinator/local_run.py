@@ -13,7 +13,7 @@ from coordinator.checkpoint import load_latest
 from coordinator.engine import Engine
 from coordinator.evaluate import Evaluator
 from coordinator.rundir import MetricsLog, RunDir
-from coordinator.spec import JobSpec
+from core.spec import JobSpec
 from coordinator.strategies import make_strategy
 from worker.data.datasets import Dataset, load_dataset
 

@@ -44,16 +44,16 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from coordinator.errors import CapacityError, ClusterUnavailable, JobFinished, JobNotFound, SpecError
+from core.errors import CapacityError, ClusterUnavailable, JobFinished, JobNotFound, SpecError
 from coordinator.limits import ServiceLimits, cluster_nodes
 from coordinator.metrics import ServiceMetrics
 from coordinator.records import SUMMARY_KEYS, StoreListener, follow, pick, startup_report
 from coordinator.rundir import RunDir
-from coordinator.runner import error_of, start_runner
-from coordinator.spec import JobSpec
+from coordinator.runner import error_of, root_cause, start_runner
+from core.spec import JobSpec
 from coordinator.store import DEFAULT_OWNER, TERMINAL, JobRecord, JobStore, QueueFull, StoreError
 from coordinator.sweep_runner import run_sweep_job
-from coordinator.sweep_spec import footprint, trial_specs
+from core.sweep_spec import footprint, trial_specs
 
 log = logging.getLogger("esgd.manager")
 
@@ -310,7 +310,7 @@ class JobManager:
                 return
             spec = JobSpec.parse(rec.spec)
             need, own = spec.replicas * spec.resources.cpus_per_replica, spec.replicas
-            if spec.sweep is not None:  # the trials it runs at once (coordinator.sweep_spec.footprint)
+            if spec.sweep is not None:  # the trials it runs at once (core.sweep_spec.footprint)
                 _, need, own = footprint(spec, self.resources.get("CPU", 0.0))
             with self._lock:
                 used = sum(r.cpus for r in self._running.values())
@@ -399,7 +399,7 @@ class JobManager:
             elif running.cancel.is_set():
                 self._finish(job_id, "CANCELLED", "cancelled by user")
             else:
-                self._finish(job_id, "FAILED", "failed", error=error_of(_cause(exc)))
+                self._finish(job_id, "FAILED", "failed", error=error_of(root_cause(exc)))
         finally:
             if runner is not None:
                 ray.kill(runner)  # its loop has ended (or must): the replicas it owns go with it
@@ -467,15 +467,6 @@ class JobManager:
     def _notify(self) -> None:
         with self.changed:
             self.changed.notify_all()
-
-
-def _cause(exc: BaseException) -> BaseException:
-    """The exception a Ray task error wraps (the runner's own failure), else ``exc``."""
-    from ray.exceptions import RayTaskError
-
-    while isinstance(exc, RayTaskError) and exc.cause is not None:
-        exc = exc.cause
-    return exc
 
 
 def _reachable(address: str, timeout: float = 3.0) -> bool:

@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from coordinator.spec import JobSpec
+from core.spec import JobSpec
 from coordinator.strategies.base import ReplicaFailure, RoundResult
 from worker import comm
 from worker.data.datasets import Dataset

@@ -8,7 +8,7 @@ import logging
 import time
 from pathlib import Path
 
-from coordinator.spec import JobSpec
+from core.spec import JobSpec
 
 log = logging.getLogger("esgd.manager")
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 
 from coordinator.checkpoint import fsync_dir, write_atomic
-from coordinator.spec import JobSpec, SpecError
+from core.spec import JobSpec, SpecError
 
 # what may differ when a run is resumed: budgets and bookkeeping, the replica count
 # (esgd scale; the checkpoint's replica_ids restore the membership it was taken with), and the

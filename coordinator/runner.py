@@ -38,6 +38,15 @@ import traceback
 import ray
 
 
+def root_cause(exc: BaseException) -> BaseException:
+    """The exception a Ray task error wraps (the runner's own failure), else ``exc``."""
+    from ray.exceptions import RayTaskError
+
+    while isinstance(exc, RayTaskError) and exc.cause is not None:
+        exc = exc.cause
+    return exc
+
+
 def error_of(exc: BaseException) -> dict:
     """The job's structured error (code, message, replica, round, root cause) for ``exc``."""
     from coordinator.checkpoint import CheckpointError
@@ -221,7 +230,7 @@ class JobRunner:
 
     def dataset_key(self) -> str | None:
         """The job's :func:`coordinator.warm.dataset_key`, computed where the data is read."""
-        from coordinator.spec import JobSpec
+        from core.spec import JobSpec
         from coordinator.warm import dataset_key
 
         try:
@@ -234,7 +243,7 @@ class JobRunner:
         reference without reading it: Ray makes the caller own a call's result, so the object
         stays in the store after this runner is gone, for the next job on the same data."""
         from coordinator.local_run import dataset_for
-        from coordinator.spec import JobSpec
+        from core.spec import JobSpec
 
         self.marks["load"] = time.time()
         return dataset_for(JobSpec.parse(self.spec_data))
@@ -244,7 +253,7 @@ class JobRunner:
         object store (in a list, so Ray hands over the reference, not the value): a
         ``load_data`` result of this runner or of an earlier job's."""
         from coordinator.rundir import MetricsLog, RunDir
-        from coordinator.spec import JobSpec
+        from core.spec import JobSpec
 
         self.marks["start"] = time.time()
         try:

@@ -44,6 +44,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.errors import RequestConflict, StoreError  # noqa: F401  (raised here; re-exported)
 from coordinator.sweep_store import SweepRows
 
 STATES = ("QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED")
@@ -96,14 +97,6 @@ CREATE TABLE IF NOT EXISTS events (
 _JSON_COLUMNS = ("spec", "progress", "last_eval", "summary", "error", "replicas", "sweep")
 
 
-class StoreError(RuntimeError):
-    """The job store could not be read or written (full disk, I/O error); nothing was changed."""
-
-
-class RequestConflict(LookupError):
-    """ALREADY_EXISTS: this principal used the ``request_id`` before, for a different spec."""
-
-
 class QueueFull(RuntimeError):
     """RESOURCE_EXHAUSTED: the queue (of the server, or of this principal) is at its cap.
     ``scope`` is ``server`` or ``principal``; ``limit`` the cap that was reached."""
@@ -148,6 +141,9 @@ class Event:
 
 
 class JobStore(SweepRows):
+    def _row(self, row: sqlite3.Row) -> JobRecord:  # the sweep rows' mixin builds records with it
+        return _record(row)
+
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)

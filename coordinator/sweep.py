@@ -4,7 +4,7 @@ actor calls it, and a study script can too, with no server): it runs a spec's ``
 end to end and returns every trial's result.
 
 * **Search and scheduling are Tune's.** The space maps to Tune's own distributions
-  (coordinator.sweep_spec.to_tune), the search is Tune's ``BasicVariantGenerator`` (seeded),
+  (core.sweep_spec.to_tune), the search is Tune's ``BasicVariantGenerator`` (seeded),
   early stopping Tune's ``ASHAScheduler``; nothing here samples or decides.
 * **Placement.** A trial asks for a ``tune.PlacementGroupFactory``: a head bundle for the
   trial's driver (the function below, which runs the round loop like a JobRunner) holding a
@@ -37,7 +37,7 @@ from pathlib import Path
 
 from ray import tune
 
-from coordinator.sweep_spec import DRIVER_BUNDLE, apply, footprint, num_samples, to_tune
+from core.sweep_spec import DRIVER_BUNDLE, apply, footprint, num_samples, to_tune
 
 ASHA_MAX_T = 1e8  # ASHA's max_t, in effective epochs: beyond any budget, so a trial is never stopped for reaching it
 RESULT_KEYS = ("round", "epoch", "total_rounds", "test_error", "test_loss", "grad_evals_total",
@@ -241,7 +241,7 @@ def _trial(config: dict, spec_data: dict, root: str, prefix: str, env: dict, cwd
     os.chdir(cwd)  # Tune starts trials in their Tune directory; data paths are relative to the server's
     from coordinator.rundir import MetricsLog, RunDir
     from coordinator.runner import build_engine, error_of
-    from coordinator.spec import JobSpec
+    from core.spec import JobSpec
 
     rd = RunDir(trial_dir(root, prefix, tune.get_context().get_trial_id()))
     engine = metrics = None

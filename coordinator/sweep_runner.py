@@ -58,7 +58,7 @@ class SweepRunner:
         from pathlib import Path
 
         from coordinator.runner import error_of
-        from coordinator.spec import JobSpec
+        from core.spec import JobSpec
         from coordinator.sweep import run_sweep
 
         try:
@@ -89,9 +89,8 @@ def start_sweep_runner(sweep_id: str, spec: dict, runs_dir: str, env: dict | Non
 def run_sweep_job(m, job_id: str, running) -> None:
     """The follower thread of a running sweep (``m``: the JobManager): start its SweepRunner,
     store what it reports until it ends, then end the sweep. Mirrors ``JobManager._run``."""
-    from coordinator.manager import _cause
     from coordinator.records import drain
-    from coordinator.runner import error_of
+    from coordinator.runner import error_of, root_cause
 
     runner, rec = None, Recorder(m, job_id, running.spec, cancel=running.cancel)
     try:
@@ -108,7 +107,7 @@ def run_sweep_job(m, job_id: str, running) -> None:
         if running.cancel.is_set():
             rec.cancelled()
         elif not m._stopping.is_set():
-            rec.fail(error_of(_cause(exc)))
+            rec.fail(error_of(root_cause(exc)))
     finally:
         if runner is not None:
             _kill(runner)  # its trials, their placement groups and replicas go with it
@@ -261,7 +260,7 @@ def _summary_of(r: dict) -> dict | None:
 def _resolved(spec_data: dict) -> dict:
     """A trial's spec as it runs (the strategy's pinned values filled in), or as built when it
     does not validate (the trial then fails with the reason, and is recorded)."""
-    from coordinator.spec import JobSpec, SpecError
+    from core.spec import JobSpec, SpecError
 
     try:
         return JobSpec.parse(spec_data).resolved().to_dict()

@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import time
 
+from core.errors import StoreError
+
 
 class SweepRows:
     def _add_sweep_columns(self, columns: set, transaction) -> None:
@@ -32,7 +34,7 @@ class SweepRows:
         with self._reading() as db:
             rows = db.execute(f"SELECT * FROM jobs WHERE state IN ({marks}){only} ORDER BY ordinal",
                               states).fetchall()
-        return [_store()._record(r) for r in rows]
+        return [self._row(r) for r in rows]
 
     def create_trial(self, job_id: str, parent: str, spec: dict, sweep: dict) -> JobRecord:
         """Record a sweep's trial as a RUNNING job owned by the sweep's owner (its principal's
@@ -41,7 +43,7 @@ class SweepRows:
         with self._writing():
             row = self._db.execute("SELECT owner, id FROM jobs WHERE id = ?", (parent,)).fetchone()
             if row is None:
-                raise _store().StoreError(f"job store {self.path}: sweep {parent} not found")
+                raise StoreError(f"job store {self.path}: sweep {parent} not found")
             if self._db.execute("SELECT 1 FROM jobs WHERE id = ?", (job_id,)).fetchone() is None:
                 ordinal = self._db.execute("SELECT COALESCE(MAX(ordinal), 0) + 1 FROM jobs").fetchone()[0]
                 now = time.time()
@@ -56,7 +58,7 @@ class SweepRows:
         """A sweep's trials, in creation order."""
         with self._reading() as db:
             rows = db.execute("SELECT * FROM jobs WHERE parent = ? ORDER BY ordinal", (job_id,)).fetchall()
-        return [_store()._record(r) for r in rows]
+        return [self._row(r) for r in rows]
 
     @staticmethod
     def _with_children(db, recs: list[JobRecord]) -> list[JobRecord]:
@@ -66,8 +68,3 @@ class SweepRows:
                     "SELECT id FROM jobs WHERE parent = ? ORDER BY ordinal", (rec.id,)).fetchall()]
         return recs
 
-
-def _store():
-    from coordinator import store
-
-    return store

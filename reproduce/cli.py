@@ -14,7 +14,7 @@ import shlex
 from pathlib import Path
 
 from reproduce.presets import FLATNESS_METHODS, METHODS, MODES, TABLE1_MODELS
-from services.commands import positive_int
+from services.cli_common import positive_int
 
 
 def _common(p: argparse.ArgumentParser, name: str) -> None:

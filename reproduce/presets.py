@@ -38,7 +38,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from coordinator.spec import JobSpec
+from core.spec import JobSpec
 
 MODES = ("smoke", "quick", "full")
 TABLE1_MODELS = ("mnistfc", "lenet", "char-lstm")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from coordinator.spec import JobSpec
+from core.spec import JobSpec
 
 
 @dataclass

@@ -112,7 +112,7 @@ def run_study(*, out_dir: str | Path, regimes: tuple[str, ...], methods: tuple[s
               trials: int = 8, seeds: int = 3, grace: float = 5.0, smoke: bool = False,
               num_cpus: int | None = None, log=print) -> dict:
     """Sweep, then final runs and flatness, for each regime × method; returns the results."""
-    from coordinator.spec import JobSpec
+    from core.spec import JobSpec
     from reproduce.flatness_compare import _report
 
     out = Path(out_dir)
@@ -148,7 +148,7 @@ def _sweep(spec_data: dict, where: Path, log) -> dict:
     """Run one sweep (or reuse a finished one of the same spec): its trials in start order."""
     from dataclasses import asdict
 
-    from coordinator.spec import JobSpec
+    from core.spec import JobSpec
     from coordinator.sweep import run_sweep
 
     done = where / "sweep.json"

@@ -20,40 +20,7 @@ import json
 import sys
 from pathlib import Path
 
-import yaml
-
-
-def _override(data: dict, assignment: str) -> None:
-    """Apply ``section.key=value`` (value parsed as YAML) to a spec mapping."""
-    from coordinator.spec import SpecError, _YamlLoader
-
-    if "=" not in assignment:
-        raise SpecError(f"--set: expected FIELD=VALUE (e.g. inner.lr=0.05), got {assignment!r}", "--set")
-    key, raw = assignment.split("=", 1)
-    parts = key.strip().split(".")
-    node = data
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise SpecError(f"--set: {key} is not inside a section", key)
-    node[parts[-1]] = yaml.load(raw, Loader=_YamlLoader)
-
-
-def load_spec(path: str, overrides: list[str]):
-    from coordinator.spec import JobSpec, SpecError, _YamlLoader
-
-    p = Path(path)
-    if not p.is_file():
-        raise SpecError(f"job file {p} does not exist", "JOB")
-    try:
-        data = yaml.load(p.read_text(encoding="utf-8"), Loader=_YamlLoader) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise SpecError(f"{p}: not valid YAML/JSON: {exc}", "JOB") from None
-    if not isinstance(data, dict):
-        raise SpecError(f"{p}: a job file must hold a mapping of fields", "JOB")
-    for assignment in overrides:
-        _override(data, assignment)
-    return JobSpec.parse(data)
+from services.cli_common import INPUT_CODES, connection_flags, load_spec
 
 
 def cmd_run(args) -> int:
@@ -97,8 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="then write the Hessian flatness report of the final model (flatness.json, .png)")
     run.set_defaults(func=cmd_run)
     from services.commands import add_client_commands
+    from services.history_commands import add_history_commands
 
     add_client_commands(sub)
+    add_history_commands(sub, [connection_flags()])
     from reproduce.cli import add_reproduce_commands
 
     add_reproduce_commands(sub)
@@ -106,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from coordinator.spec import SpecError
+    from core.spec import SpecError
 
     args = build_parser().parse_args(argv)
     try:
@@ -118,7 +87,6 @@ def main(argv: list[str] | None = None) -> int:
         # DataError lives with torch; look it up only if that module is loaded (it raised, or it is not the error)
         data_error = getattr(sys.modules.get("worker.data.datasets"), "DataError", SpecError)
         api_error = getattr(sys.modules.get("services.client"), "ApiError", SpecError)
-        from services.commands import INPUT_CODES
         if isinstance(exc, (SpecError, data_error)):
             print(f"esgd: error: {exc}", file=sys.stderr)
             return 2

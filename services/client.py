@@ -1,7 +1,7 @@
 """A Python client for the esgd job API (``proto/esgd/v1/jobs.proto``): :class:`JobClient`.
 
 RPC errors surface as :class:`ApiError` (``code``, ``details``); a spec that does not fit the wire
-format (unknown key, wrong type) raises :class:`coordinator.spec.SpecError` naming the field.
+format (unknown key, wrong type) raises :class:`core.spec.SpecError` naming the field.
 Ranges are not checked here: the server validates and names the field in INVALID_ARGUMENT.
 """
 from __future__ import annotations
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import grpc
 
-from coordinator.spec import JobSpec, SpecError
+from core.spec import JobSpec, SpecError
 from services.api import jobs_pb2, jobs_pb2_grpc
-from services.convert import proto_to_spec_dict, spec_to_proto  # noqa: F401  (part of the client API)
+from services.codec import proto_to_spec_dict, spec_to_proto  # noqa: F401  (part of the client API)
 
 MAX_MESSAGE = 16 * 1024 * 1024
 TERMINAL = (jobs_pb2.SUCCEEDED, jobs_pb2.FAILED, jobs_pb2.CANCELLED)

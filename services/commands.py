@@ -9,51 +9,9 @@ import sys
 import time
 from pathlib import Path
 
-from services.cli import load_spec
-from services.history_commands import add_history_commands
+from services.cli_common import (INPUT_CODES, STATES, connect, connection_flags, fmt_time, load_spec,  # noqa: F401
+                                 positive_int, spec_of, state_name)
 from services.serve_flags import add_serve_command, nice_value  # noqa: F401  (nice_value: part of the CLI API)
-
-INPUT_CODES = ("INVALID_ARGUMENT", "NOT_FOUND", "FAILED_PRECONDITION", "RESOURCE_EXHAUSTED", "UNAUTHENTICATED",
-                "PERMISSION_DENIED", "OUT_OF_RANGE", "ALREADY_EXISTS")
-_STATES = ("QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED")
-
-
-def _client(args):
-    """A JobClient from the connection flags; the token is --token, else --token-file, else $ESGD_TOKEN."""
-    from services.client import JobClient
-
-    token = args.token
-    if not token and args.token_file:
-        token = Path(args.token_file).read_text(encoding="utf-8").strip()
-    return JobClient(args.server, token=token or os.environ.get("ESGD_TOKEN") or None, tls_ca=args.tls_ca,
-                     timeout=args.timeout)
-
-
-def _state(value: int) -> str:
-    from services.api import jobs_pb2
-
-    return jobs_pb2.State.Name(value)
-
-
-def _time(ts) -> str:
-    from datetime import timezone
-
-    if not ts.seconds and not ts.nanos:
-        return "-"
-    return ts.ToDatetime(tzinfo=timezone.utc).astimezone().strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _spec(job) -> dict:
-    """The job's spec with defaults filled in (as sent, if it no longer parses here)."""
-    from coordinator.spec import JobSpec, SpecError
-    from services.client import proto_to_spec_dict
-
-    data = proto_to_spec_dict(job.spec)
-    try:
-        return JobSpec.parse(data).to_dict()
-    except SpecError:
-        return data
-
 
 def _test_error(job) -> str:
     if job.HasField("summary"):
@@ -84,14 +42,14 @@ def _error_lines(err) -> list[str]:
 
 def cmd_submit(args) -> int:
     spec = load_spec(args.job, args.set)  # validated here first: errors name the field
-    with _client(args) as client:
+    with connect(args) as client:
         job = client.create_job(spec.resolved().to_dict(), request_id=args.request_id)
         print(job.name, flush=True)
         return _watch(client, job.name, args.no_progress) if args.watch else 0
 
 
 def cmd_list(args) -> int:
-    with _client(args) as client:
+    with connect(args) as client:
         if args.all:
             jobs, token = list(client.iter_jobs(args.state, page_size=args.page_size)), ""
         else:
@@ -99,10 +57,10 @@ def cmd_list(args) -> int:
             jobs, token = list(page.jobs), page.next_page_token
     rows = [("NAME", "STATE", "STRATEGY", "MODEL", "K", "ROUND/TOTAL", "TEST_ERROR", "CREATED")]
     for job in jobs:
-        spec, p = _spec(job), job.progress
+        spec, p = spec_of(job), job.progress
         total = str(p.total_rounds) if p.total_rounds else "-"
-        rows.append((job.name, _state(job.state), str(spec.get("strategy", "-")), str(spec.get("model", "-")),
-                     str(spec.get("replicas", "-")), f"{p.round}/{total}", _test_error(job), _time(job.create_time)))
+        rows.append((job.name, state_name(job.state), str(spec.get("strategy", "-")), str(spec.get("model", "-")),
+                     str(spec.get("replicas", "-")), f"{p.round}/{total}", _test_error(job), fmt_time(job.create_time)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
@@ -113,16 +71,16 @@ def cmd_list(args) -> int:
 
 def describe(job) -> str:
     """A readable multi-line description of a job."""
-    spec, p, lines = _spec(job), job.progress, []
+    spec, p, lines = spec_of(job), job.progress, []
     ds, train = spec.get("dataset", {}), spec.get("train", {})
     budget = f"epochs {train['epochs']}" if train.get("epochs") else f"outer_steps {train.get('outer_steps')}"
     lines.append(f"name:        {job.name}")
-    lines.append(f"state:       {_state(job.state)}" + (f" (restarts {job.restarts})" if job.restarts else ""))
+    lines.append(f"state:       {state_name(job.state)}" + (f" (restarts {job.restarts})" if job.restarts else ""))
     lines.append(f"spec:        {spec.get('strategy')} {spec.get('model')}/{ds.get('name')} K={spec.get('replicas')} "
                  f"L={spec.get('inner', {}).get('steps')} batch {train.get('batch_size')} {budget} "
                  f"(name {spec.get('name')})")
-    lines.append(f"times:       created {_time(job.create_time)}, started {_time(job.start_time)}, "
-                 f"ended {_time(job.end_time)}")
+    lines.append(f"times:       created {fmt_time(job.create_time)}, started {fmt_time(job.start_time)}, "
+                 f"ended {fmt_time(job.end_time)}")
     if job.HasField("sweep"):  # a sweep: its standing, best trial and trials
         w = job.sweep
         lines.append(f"sweep:       {w.started}/{w.trials} trials started, {w.succeeded} finished, {w.stopped_early} "
@@ -149,7 +107,7 @@ def describe(job) -> str:
 def cmd_get(args) -> int:
     from google.protobuf import json_format
 
-    with _client(args) as client:
+    with connect(args) as client:
         job = client.get_job(args.id)
     print(json_format.MessageToJson(job, preserving_proto_field_name=True) if args.json else describe(job))
     return 0
@@ -172,7 +130,7 @@ def _watch(client, name: str, no_progress: bool = False, reconnect_s: float = 60
         nonlocal state
         if new != state:
             state = new
-            bar.write(f"{name}: {_state(new)}" + (f" ({reason})" if reason else ""))
+            bar.write(f"{name}: {state_name(new)}" + (f" ({reason})" if reason else ""))
 
     def set_progress(p) -> None:
         if p.total_rounds and bar.total != p.total_rounds:
@@ -247,21 +205,21 @@ def _watch(client, name: str, no_progress: bool = False, reconnect_s: float = 60
 
 
 def cmd_watch(args) -> int:
-    with _client(args) as client:
+    with connect(args) as client:
         return _watch(client, args.id, args.no_progress)
 
 
 def cmd_cancel(args) -> int:
     from services.client import TERMINAL
 
-    with _client(args) as client:
+    with connect(args) as client:
         job = client.cancel_job(args.id)
-    print(f"{job.name}: {_state(job.state)}" + ("" if job.state in TERMINAL else ", cancel requested"))
+    print(f"{job.name}: {state_name(job.state)}" + ("" if job.state in TERMINAL else ", cancel requested"))
     return 0
 
 
 def cmd_download(args) -> int:
-    with _client(args) as client:
+    with connect(args) as client:
         if args.artifact:
             info = client.download_artifact(args.id, args.artifact, args.output)
             print(f"wrote {info['path']}: {args.artifact}, {info['bytes']} bytes, sha256 {info['sha256']}")
@@ -272,10 +230,10 @@ def cmd_download(args) -> int:
 
 
 def cmd_scale(args) -> int:
-    with _client(args) as client:
+    with connect(args) as client:
         job = client.scale_job(args.id, args.replicas)
-    when = "at its next round boundary" if _state(job.state) == "RUNNING" else "when it starts"
-    print(f"{job.name}: {_state(job.state)}, scaling to {args.replicas} replicas {when}")
+    when = "at its next round boundary" if state_name(job.state) == "RUNNING" else "when it starts"
+    print(f"{job.name}: {state_name(job.state)}, scaling to {args.replicas} replicas {when}")
     return 0
 
 
@@ -283,7 +241,7 @@ def cmd_health(args) -> int:
     """grpc.health.v1 Check: exit 0 when SERVING (used by docker-compose healthchecks)."""
     from services.client import ApiError
 
-    with _client(args) as client:
+    with connect(args) as client:
         try:
             status = client.health(args.service)
         except ApiError as exc:
@@ -302,7 +260,7 @@ def cmd_flatness(args) -> int:
 
     target = Path(args.target)
     if not target.exists():  # a job id: its report if the service made one, else its final checkpoint
-        with _client(args) as client:
+        with connect(args) as client:
             out = Path(args.output or f"runs/flatness-{args.target.removeprefix('jobs/')}")
             out.mkdir(parents=True, exist_ok=True)
             try:
@@ -326,30 +284,8 @@ def cmd_flatness(args) -> int:
     return 0
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _connection_flags() -> argparse.ArgumentParser:
-    conn = argparse.ArgumentParser(add_help=False)
-    g = conn.add_argument_group("connection")
-    g.add_argument("--server", default=os.environ.get("ESGD_SERVER") or "127.0.0.1:50051",
-                   help="HOST:PORT of the esgd server (default $ESGD_SERVER or 127.0.0.1:50051)")
-    g.add_argument("--token", help="bearer token (default: --token-file, else $ESGD_TOKEN)")
-    g.add_argument("--token-file", help="file holding the bearer token")
-    g.add_argument("--tls-ca", help="CA certificate (PEM) to verify the server; enables TLS")
-    g.add_argument("--timeout", type=float, default=30.0, help="seconds per call (default 30)")
-    return conn
-
-
 def add_client_commands(sub) -> None:
-    conn = [_connection_flags()]
+    conn = [connection_flags()]
     add_serve_command(sub)
 
     submit = sub.add_parser("submit", parents=conn, help="submit a job to the server")
@@ -362,7 +298,7 @@ def add_client_commands(sub) -> None:
     submit.set_defaults(func=cmd_submit)
 
     ls = sub.add_parser("list", parents=conn, help="list jobs")
-    ls.add_argument("--state", type=str.upper, choices=_STATES, help="only jobs in this state")
+    ls.add_argument("--state", type=str.upper, choices=STATES, help="only jobs in this state")
     ls.add_argument("--page-size", type=int, default=50, help="jobs per page (default 50)")
     ls.add_argument("--page-token", default="", help="continue from a previous page")
     ls.add_argument("--all", action="store_true", help="all pages")
@@ -394,8 +330,6 @@ def add_client_commands(sub) -> None:
     scale.add_argument("id", help="job id or jobs/ID")
     scale.add_argument("--replicas", type=positive_int, required=True, metavar="N", help="the new replica count")
     scale.set_defaults(func=cmd_scale)
-
-    add_history_commands(sub, conn)
 
     flat = sub.add_parser("flatness", parents=conn,
                           help="Hessian spectrum / local entropy report of a run dir, checkpoint or job")

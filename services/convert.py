@@ -1,85 +1,16 @@
-"""Translation between the domain (JobRecord, events, spec dicts) and esgd.v1 messages."""
+"""Translation between the domain (the store's JobRecord and Event, spec dicts) and esgd.v1
+messages, for the server; the spec codec itself is services.codec."""
 from __future__ import annotations
 
 import base64
 import functools
 import json
-import re
 
-from google.protobuf import json_format
-from google.protobuf.descriptor import FieldDescriptor as FD
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from coordinator.spec import JobSpec, SpecError
-from coordinator.store import Event, JobRecord
+from core.spec import SpecError
 from services.api import jobs_pb2 as pb
-
-_INTS = (FD.CPPTYPE_INT32, FD.CPPTYPE_INT64)
-
-
-def _type_error(field, value) -> str | None:
-    """Why ``value`` cannot go in scalar ``field`` (None if it can); stricter than ParseDict on bools/strings."""
-    t = field.cpp_type
-    if t == FD.CPPTYPE_BOOL:
-        return None if isinstance(value, bool) else "true or false"
-    if t == FD.CPPTYPE_STRING:
-        return None if isinstance(value, str) else "a string"
-    if t in _INTS:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer()
-        return None if ok and abs(value) < 2 ** (31 if t == FD.CPPTYPE_INT32 else 63) else "an integer"
-    return None if isinstance(value, (int, float)) and not isinstance(value, bool) else "a number"
-
-
-def _clean(data, desc, prefix: str) -> dict:
-    """Check keys and types against the proto, naming the field; drop None and gpus 'auto' (= unset)."""
-    if not isinstance(data, dict):
-        raise SpecError(f"{prefix or 'spec'}: expected a mapping (got {data!r})", prefix)
-    out = {}
-    for key, value in data.items():
-        path = f"{prefix}.{key}" if prefix else str(key)
-        field = desc.fields_by_name.get(key) if isinstance(key, str) else None
-        if field is None:
-            raise SpecError(f"{path}: unknown field", path)
-        if value is None or (path == "resources.gpus_per_replica" and value == "auto"):
-            continue
-        if field.message_type is not None and field.message_type.GetOptions().map_entry:  # sweep.space
-            if not isinstance(value, dict):
-                raise SpecError(f"{path}: expected a mapping of spec fields to distributions (got {value!r})", path)
-            for k, v in value.items():
-                if not isinstance(v, str):
-                    raise SpecError(f"{path}.{k}: expected a distribution string such as 'uniform(0.1, 1)' "
-                                    f"(got {v!r})", f"{path}.{k}")
-            out[key] = {str(k): v for k, v in value.items()}
-            continue
-        if field.message_type is not None:
-            out[key] = _clean(value, field.message_type, path)
-            continue
-        repeated = field.is_repeated
-        if repeated and not isinstance(value, (list, tuple)):
-            raise SpecError(f"{path}: expected a list (got {value!r})", path)
-        for v in (value if repeated else [value]):
-            if why := _type_error(field, v):
-                raise SpecError(f"{path}: expected {why} (got {v!r})", path)
-        out[key] = [*value] if repeated else int(value) if field.cpp_type in _INTS else value
-    return out
-
-
-def spec_to_proto(spec: dict | JobSpec) -> pb.JobSpec:
-    """A spec mapping (or JobSpec) → ``pb.JobSpec``; an unknown key or wrong type → SpecError."""
-    if isinstance(spec, JobSpec):
-        spec = spec.resolved().to_dict()  # with the strategy's pinned values, which the server accepts
-    data = _clean(spec, pb.JobSpec.DESCRIPTOR, "")
-    try:
-        return json_format.ParseDict(data, pb.JobSpec(), ignore_unknown_fields=False)
-    except json_format.ParseError as exc:  # not expected after _clean; still name the field
-        m = re.search(r'at "?JobSpec\.?([\w.]*)', str(exc))
-        field = m.group(1) if m else ""
-        raise SpecError(f"{field or 'spec'}: {str(exc).splitlines()[0]}", field) from None
-
-
-def proto_to_spec_dict(msg: pb.JobSpec) -> dict:
-    """``pb.JobSpec`` → a mapping of the fields that are set (``JobSpec.parse`` fills the rest)."""
-    return json_format.MessageToDict(msg, preserving_proto_field_name=True)
+from services.codec import proto_to_spec_dict, spec_to_proto  # noqa: F401  (re-exported for the server)
 
 
 def _ts(seconds: float | None) -> Timestamp | None:
@@ -96,7 +27,7 @@ def _spec_bytes(spec_json: str) -> bytes:
     return spec_to_proto(json.loads(spec_json)).SerializeToString()
 
 
-def job_to_proto(rec: JobRecord) -> pb.Job:
+def job_to_proto(rec) -> pb.Job:  # rec: coordinator.store.JobRecord
     job = pb.Job(name=f"jobs/{rec.id}", id=rec.id, state=pb.State.Value(rec.state),
                  checkpoint_round=rec.checkpoint_round, request_id=rec.request_id or "", restarts=rec.restarts)
     job.spec.MergeFromString(_spec_bytes(json.dumps(rec.spec, sort_keys=True)))
@@ -139,7 +70,7 @@ _EVENT_TYPES = {"progress": ("progress", pb.Progress), "evaluation": ("evaluatio
                 "replica": ("replica", pb.ReplicaEvent)}
 
 
-def event_to_proto(ev: Event) -> pb.JobEvent:
+def event_to_proto(ev) -> pb.JobEvent:  # ev: coordinator.store.Event
     msg = pb.JobEvent(seq=ev.seq, time=_ts(ev.time))
     if ev.kind == "state":
         msg.state_change.CopyFrom(pb.StateChange(state=pb.State.Value(ev.payload["state"]),

@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from coordinator.spec import SpecError
+from core.spec import SpecError
 
 # --x values → what each is called on an axis
 X_AXES = {"rounds": "outer round", "epochs": "effective epochs (training-set passes)",

@@ -23,10 +23,10 @@ def _reaching(args):
     import grpc
 
     from services.client import ApiError
-    from services.commands import _client
+    from services.cli_common import connect
 
     try:
-        with _client(args) as client:
+        with connect(args) as client:
             yield client
     except ApiError as exc:
         if exc.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
@@ -62,13 +62,13 @@ def load_history(client, target: str, workdir: Path) -> tuple[History, object]:
     """A job's history, downloaded through the API (or read from a local run directory), and
     its Job message (None for a local one)."""
     from services.client import ApiError
-    from services.commands import _spec, _state
+    from services.cli_common import spec_of, state_name
 
     if (h := _local(target)) is not None:
         return h, None
     job = client.get_job(target)
     dest = workdir / f"{job.id}.metrics.jsonl"
-    none_yet = HistoryError(f"job {job.id} has no metrics yet (state {_state(job.state)}, no round recorded): "
+    none_yet = HistoryError(f"job {job.id} has no metrics yet (state {state_name(job.state)}, no round recorded): "
                             "nothing to draw", "ID")
     try:
         client.download_artifact(job.id, "metrics.jsonl", dest)
@@ -79,7 +79,7 @@ def load_history(client, target: str, workdir: Path) -> tuple[History, object]:
     h = read_metrics(dest, source=f"job {job.id}: metrics.jsonl", require_rounds=False)
     if not h.rounds:
         raise none_yet
-    h.meta = {**describe_spec(_spec(job)), "id": job.id}
+    h.meta = {**describe_spec(spec_of(job)), "id": job.id}
     h.label = f"{job.id} · {h.meta['name']}" + (f" ({h.meta['strategy']})" if h.meta["strategy"] else "")
     return h, job
 
@@ -123,7 +123,7 @@ def _plot_prometheus(args) -> int:
     """The dashboard's panels for one job, from Prometheus (live server-level metrics)."""
     import urllib.error
 
-    from services.commands import _state
+    from services.cli_common import state_name
     from services.plot import plot_job
 
     if len(args.ids) != 1:
@@ -133,7 +133,7 @@ def _plot_prometheus(args) -> int:
     with _reaching(args) as client:
         job = client.get_job(args.ids[0])
     if not job.start_time.seconds:
-        raise HistoryError(f"job {job.id} has not started yet (state {_state(job.state)}): nothing to plot", "ID")
+        raise HistoryError(f"job {job.id} has not started yet (state {state_name(job.state)}): nothing to plot", "ID")
     start = job.start_time.ToNanoseconds() / 1e9 - 10
     end = (job.end_time.ToNanoseconds() / 1e9 if job.end_time.seconds else time.time()) + 10
     try:
@@ -155,7 +155,7 @@ def cmd_export(args) -> int:
     """Write each job's metrics.jsonl as a TensorBoard run under --tensorboard DIR."""
     import yaml
 
-    from services.commands import _spec
+    from services.cli_common import spec_of
     from services.export import check_step_axis, run_name, write_tensorboard
 
     check_step_axis(args.x)  # before any download or directory
@@ -166,7 +166,7 @@ def cmd_export(args) -> int:
         if job is not None:
             name, start = run_name(job.id, h.meta.get("name", "")), (
                 job.start_time.ToNanoseconds() / 1e9 if job.start_time.seconds else None)
-            spec_text = yaml.safe_dump(_spec(job), sort_keys=False)
+            spec_text = yaml.safe_dump(spec_of(job), sort_keys=False)
         else:
             run_dir = Path(target).resolve() if Path(target).is_dir() else Path(target).resolve().parent
             name, start, spec_text = run_name(run_dir.name, h.meta.get("name", "")), None, ""

@@ -7,7 +7,7 @@ import argparse
 
 
 def cmd_serve(args) -> int:
-    from coordinator.spec import SpecError
+    from core.spec import SpecError
     from services.server import serve_main  # imported only when serving
 
     if bool(args.tls_cert) != bool(args.tls_key):

@@ -180,7 +180,7 @@ class Server:
 
 def serve_main(args) -> int:
     """Entry point of ``esgd serve`` (flags parsed in services.serve_flags)."""
-    from coordinator.spec import SpecError
+    from core.spec import SpecError
     from services.auth import resolve_tokens
     from services.datadir import lock_data_dir, make_private
     from worker.data.roots import configure_data_access

@@ -1,14 +1,8 @@
 """The JobService servicer: request → manager call → response; domain errors → status codes.
 
-| domain error                         | status code          |
-|--------------------------------------|----------------------|
-| SpecError (bad spec, names the field)| INVALID_ARGUMENT     |
-| CapacityError (a limit, names it)    | RESOURCE_EXHAUSTED   |
-| JobNotFound (or another's job)       | NOT_FOUND            |
-| RequestConflict (request_id reused)  | ALREADY_EXISTS       |
-| JobFinished (cancel a finished job)  | FAILED_PRECONDITION  |
-| ClusterUnavailable (Ray unreachable) | UNAVAILABLE          |
-| StoreError (job store unwritable)    | UNAVAILABLE          |
+Every domain error (core.errors) carries the status it is answered with as ``code``
+(INVALID_ARGUMENT for a bad spec, NOT_FOUND for another principal's job, ...); this layer reads
+it, so a new error needs no change here.
 
 Policy lives in the manager (ownership, limits, admission) and coordinator.limits; this
 layer only names the caller (services.auth) and translates. Unary calls and the downloads are
@@ -24,9 +18,8 @@ import inspect
 import grpc
 
 from coordinator.checkpoint import list_checkpoints, load_latest, verify
-from coordinator.errors import CapacityError, ClusterUnavailable, JobFinished, JobNotFound, SpecError
+from core.errors import DomainError, JobNotFound, SpecError
 from coordinator.manager import JobManager
-from coordinator.store import RequestConflict, StoreError
 from services.api import jobs_pb2 as pb
 from services.api import jobs_pb2_grpc
 from services.auth import Authenticator
@@ -35,15 +28,11 @@ from services.convert import decode_page_token, encode_page_token, job_to_proto,
 CHUNK_BYTES = 1 << 20
 ARTIFACTS = ("flatness.json", "flatness.png", "metrics.jsonl", "summary.json", "spec.yaml")
 MAX_JOB_ID = 64
-_CODES = [(CapacityError, grpc.StatusCode.RESOURCE_EXHAUSTED), (SpecError, grpc.StatusCode.INVALID_ARGUMENT),
-          (JobNotFound, grpc.StatusCode.NOT_FOUND), (RequestConflict, grpc.StatusCode.ALREADY_EXISTS),
-          (JobFinished, grpc.StatusCode.FAILED_PRECONDITION),
-          (ClusterUnavailable, grpc.StatusCode.UNAVAILABLE), (StoreError, grpc.StatusCode.UNAVAILABLE)]
-_DOMAIN = tuple(cls for cls, _ in _CODES)
+_DOMAIN = DomainError
 
 
-def _status(exc: Exception) -> tuple[grpc.StatusCode, str]:
-    return next(code for cls, code in _CODES if isinstance(exc, cls)), str(exc)
+def _status(exc: DomainError) -> tuple[grpc.StatusCode, str]:
+    return getattr(grpc.StatusCode, exc.code), str(exc)
 
 
 def mapped(method):

@@ -6,7 +6,7 @@ from functools import lru_cache
 from coordinator.engine import Engine
 from coordinator.evaluate import Evaluator
 from coordinator.pool import LocalPool
-from coordinator.spec import JobSpec
+from core.spec import JobSpec
 from coordinator.strategies import make_strategy
 from worker.data.datasets import load_dataset
 

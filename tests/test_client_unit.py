@@ -5,7 +5,7 @@ import time
 import grpc
 import pytest
 
-from coordinator.spec import JobSpec, SpecError
+from core.spec import JobSpec, SpecError
 from services.api import jobs_pb2
 from services.cli import build_parser, main
 from services.client import ApiError, JobClient, job_name, proto_to_spec_dict, spec_to_proto

@@ -5,7 +5,7 @@ import torch
 
 from coordinator.engine import DivergenceError
 from coordinator.pool import LocalPool
-from coordinator.spec import COMM_DTYPES, JobSpec, SpecError
+from core.spec import COMM_DTYPES, JobSpec, SpecError
 from worker import comm
 from worker.langevin import InnerParams
 from worker.replica import Replica

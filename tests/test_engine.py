@@ -92,7 +92,7 @@ def test_resume_continues_exactly(tmp_path):
 
 
 def test_run_dir_refuses_to_mix_jobs(tmp_path):
-    from coordinator.spec import SpecError
+    from core.spec import SpecError
 
     spec = spec_of(train={"outer_steps": 2})
     run_job(spec, tmp_path, local=True, progress=False)

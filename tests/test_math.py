@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from coordinator.outer import (elastic_pseudo_grad, entropy_pseudo_grad, make_outer_optimizer, mean_of,
+from core.outer import (elastic_pseudo_grad, entropy_pseudo_grad, make_outer_optimizer, mean_of,
                                outer_step, scoped)
 from worker.langevin import langevin_step
 

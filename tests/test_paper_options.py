@@ -10,8 +10,8 @@ import torch
 from coordinator.checkpoint import list_checkpoints
 from coordinator.evaluate import init_seed, initial_model
 from coordinator.local_run import run_job
-from coordinator.outer import cosine_factor
-from coordinator.spec import JobSpec, SpecError
+from core.outer import cosine_factor
+from core.spec import JobSpec, SpecError
 from coordinator.strategies.base import RoundResult
 from coordinator.strategies.parle import Parle
 from worker.data.stream import BatchStream

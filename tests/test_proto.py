@@ -19,8 +19,8 @@ def test_state_enum_follows_the_api_conventions():
 
 
 def test_every_spec_field_has_a_wire_field():
-    """JobSpec (coordinator/spec.py) and the proto's JobSpec must not drift apart."""
-    from coordinator.spec import JobSpec
+    """JobSpec (core/spec.py) and the proto's JobSpec must not drift apart."""
+    from core.spec import JobSpec
     from services.convert import proto_to_spec_dict, spec_to_proto
 
     full = JobSpec.parse({"train": {"epochs": 2}, "inner": {"gamma_max": 1.0}, "elastic": {"rho_max": 5.0},

@@ -59,7 +59,7 @@ def test_a_dataset_a_runner_loaded_outlives_the_runner(local_ray, tmp_path):
     from coordinator.runner import JobRunner
 
     from coordinator.local_run import dataset_for
-    from coordinator.spec import JobSpec
+    from core.spec import JobSpec
 
     runner = JobRunner.remote(SPEC, str(tmp_path))
     ref = runner.load_data.remote()

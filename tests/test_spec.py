@@ -3,8 +3,8 @@ import math
 
 import pytest
 
-from coordinator.spec import JobSpec, SpecError
-from services.cli import load_spec
+from core.spec import JobSpec, SpecError
+from services.cli_common import load_spec
 
 
 @pytest.mark.parametrize("data,field", [

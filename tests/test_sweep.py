@@ -159,7 +159,7 @@ def test_bad_sweeps_are_invalid_argument_naming_the_path(stub, sweep, path):
 
 
 def test_a_space_value_that_is_not_an_expression_is_refused_by_the_client():
-    from coordinator.spec import SpecError
+    from core.spec import SpecError
     from services.convert import spec_to_proto
 
     with pytest.raises(SpecError) as err:  # the wire format carries expressions as strings only

@@ -1,11 +1,11 @@
 """The ``sweep:`` section without Ray: expressions, their mapping to Ray Tune's own search
-space, and every check that names a path (coordinator/sweep_spec.py)."""
+space, and every check that names a path (core/sweep_spec.py)."""
 from __future__ import annotations
 
 import pytest
 
-from coordinator.spec import JobSpec, SpecError
-from coordinator.sweep_spec import (apply, footprint, num_samples, parse_expr, probe_values, to_tune,
+from core.spec import JobSpec, SpecError
+from core.sweep_spec import (apply, footprint, num_samples, parse_expr, probe_values, to_tune,
                                     trial_specs, SweepError)
 
 BASE = {"model": "mlp", "dataset": {"name": "synthetic"}, "strategy": "parle", "replicas": 2,

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from coordinator import warm
-from coordinator.spec import JobSpec
+from core.spec import JobSpec
 from coordinator.warm import DatasetCache, WarmWorkers, dataset_key
 
 

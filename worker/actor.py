@@ -12,7 +12,7 @@ import os
 import numpy as np
 import torch
 
-from coordinator.spec import JobSpec
+from core.spec import JobSpec
 from worker.data.datasets import Dataset
 from worker.langevin import InnerParams
 from worker.replica import Replica

@@ -12,7 +12,7 @@ Each ``step(closure)`` is one *outer* step (Chaudhari et al. 2017, Algorithm 1):
 The closure is called exactly L times per step (L gradient evaluations, not L + 1), and the
 model's parameters hold the updated anchor ``x`` when ``step`` returns. It runs the same
 kernels as the distributed engine: :func:`worker.langevin.langevin_step` for the chain and
-torch's own SGD kernel (:func:`coordinator.outer.outer_sgd`) for the outer update.
+torch's own SGD kernel (:func:`core.outer.outer_sgd`) for the outer update.
 
 Each step draws L minibatches, so a plain ``iter(loader)`` runs dry L times sooner than SGD's
 would: :class:`BatchCycle` re-iterates the loader at the end of each pass (a shuffling loader
@@ -37,7 +37,7 @@ from typing import Callable
 import torch
 from torch.optim import Optimizer
 
-from coordinator.outer import entropy_pseudo_grad, outer_sgd, scoped
+from core.outer import entropy_pseudo_grad, outer_sgd, scoped
 from worker.langevin import langevin_step
 
 

@@ -28,7 +28,7 @@ import time
 import numpy as np
 import torch
 
-from coordinator.spec import JobSpec
+from core.spec import JobSpec
 from worker import comm
 from worker.data.datasets import Dataset
 from worker.data.stream import BatchStream

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from coordinator.spec import JobSpec
+from core.spec import JobSpec
 from coordinator.strategies.base import ReplicaFailure, RoundResult, Strategy
 from coordinator.strategies.elastic_sgd import ElasticSGD
 from coordinator.strategies.entropy_sgd import EntropySGD

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from coordinator.outer import cosine_factor, scoped
-from coordinator.spec import JobSpec
+from core.outer import cosine_factor, scoped
+from core.spec import JobSpec
 from worker.langevin import InnerParams
 
 

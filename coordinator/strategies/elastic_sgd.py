@@ -2,7 +2,7 @@
 
 Parle's elastic machinery with the chain turned into τ steps of plain SGD (γ = 0, ε = 0,
 α = 1, so μ_a is the last local iterate) and the outer step η = 1 without momentum (pinned
-by ``coordinator.spec.FORCED``)::
+by ``core.spec.FORCED``)::
 
     x^a ← x'^a_τ − ρ_t (x^a − x̄) ;   x̄ = mean_a x^a
 

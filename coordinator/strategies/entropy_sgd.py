@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from coordinator.outer import entropy_pseudo_grad, make_outer_optimizer, outer_step
+from core.outer import entropy_pseudo_grad, make_outer_optimizer, outer_step
 from coordinator.strategies.base import RoundResult, Strategy, mean_state
 
 

@@ -35,7 +35,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from coordinator.outer import elastic_pseudo_grad, make_outer_optimizer, outer_step, scoped
+from core.outer import elastic_pseudo_grad, make_outer_optimizer, outer_step, scoped
 from coordinator.strategies.base import RoundResult, Strategy, mean_state
 
 

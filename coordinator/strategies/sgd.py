@@ -2,7 +2,7 @@
 
 It is the shared-anchor engine with the chain turned into plain SGD (γ = 0, ε = 0, α = 1)
 and the outer step turned into adoption of the replicas' mean (η = 1, no outer momentum;
-these values are pinned by ``coordinator.spec.FORCED``)::
+these values are pinned by ``core.spec.FORCED``)::
 
     x ← x − 1 · (x − mean_k x'_k)  =  mean_k x'_k
 

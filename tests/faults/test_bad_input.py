@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from coordinator.spec import JobSpec, SpecError
+from core.spec import JobSpec, SpecError
 from services.api import jobs_pb2 as pb
 from services.api import jobs_pb2_grpc
 from services.convert import spec_to_proto

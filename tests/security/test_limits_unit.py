@@ -7,7 +7,7 @@ import argparse
 import pytest
 
 from coordinator.limits import GiB, ServiceLimits, estimate_memory, eval_batch_size
-from coordinator.spec import CapacityError, JobSpec, SpecError
+from core.spec import CapacityError, JobSpec, SpecError
 from services.auth import OWNER, Authenticator, Principal, parse_tokens
 from services.convert import decode_page_token, encode_page_token
 

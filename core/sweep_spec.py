@@ -23,7 +23,7 @@ evaluates literals only (no names, no calls), so a spec can never run code.
 
 Each expression maps to Ray Tune's own search-space function (:func:`to_tune`): no sampler
 of ours. Whether a distribution fits its field is checked through the real
-:class:`coordinator.spec.JobSpec` (:func:`check_space`): the spec is validated with each
+:class:`core.spec.JobSpec` (:func:`check_space`): the spec is validated with each
 distribution's boundary values (and every value of a ``choice`` or ``grid``), so an integer
 field given ``uniform(…)``, a range past a field's bounds or a value a strategy pins is an
 error naming ``sweep.space.<field>`` — before any trial runs, not as a failed trial.
@@ -176,10 +176,10 @@ def apply(spec_data: dict, config: dict) -> dict:
 
 def check_space(spec) -> None:
     """Every space key names a field of the spec, and every probe value of its distribution
-    validates there (``spec``: a :class:`coordinator.spec.JobSpec`; its class does the
+    validates there (``spec``: a :class:`core.spec.JobSpec`; its class does the
     validating, so this module needs no import of spec.py). Raises SweepError naming
     ``sweep.space.<key>``, with the field's own complaint."""
-    from coordinator.spec import SpecError
+    from core.errors import SpecError
 
     cls = type(spec)
     explicit = spec.model_dump(mode="json", exclude_unset=True)

@@ -27,7 +27,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from coordinator.sweep_spec import SweepSpec, check_space
+from core.errors import CapacityError, SpecError  # noqa: F401  (raised with the spec; re-exported)
+from core.sweep_spec import SweepSpec, check_space
 
 STRATEGIES = ("entropy-sgd", "parle", "elastic-sgd", "sgd", "replicated-sgd")
 MODEL_NAMES = ("mnistfc", "lenet", "allcnn-bn", "char-lstm", "mlp")
@@ -50,18 +51,6 @@ PER_REPLICA_ANCHORS = ("parle", "elastic-sgd", "replicated-sgd")
 # Strategies whose inner loop is plain minibatch descent (γ = 0, ε = 0, α = 1 pinned): the only
 # ones where another inner optimizer (Adam) means something; the others run a Langevin chain.
 PLAIN_INNER_LOOP = tuple(FORCED)
-
-
-class SpecError(ValueError):
-    """A job spec that cannot run. ``field`` is the dotted path of the first bad field."""
-
-    def __init__(self, message: str, field: str = ""):
-        super().__init__(message)
-        self.field = field
-
-
-class CapacityError(SpecError):
-    """The job asks for more than the cluster can ever host."""
 
 
 class _Section(BaseModel):
@@ -237,7 +226,7 @@ class JobSpec(_Section):
     flatness: FlatnessSpec = FlatnessSpec()
     comm: CommSpec = CommSpec()
     sweep: SweepSpec | None = Field(None, description="a search space over this spec's fields: the job is a "
-                                                      "sweep, each trial a job (coordinator/sweep_spec.py)")
+                                                      "sweep, each trial a job (core/sweep_spec.py)")
 
     @model_validator(mode="after")
     def _cross(self) -> "JobSpec":
