@@ -24,7 +24,7 @@ from typing import Protocol
 
 from coordinator.checkpoint import save_checkpoint
 from coordinator.evaluate import Evaluator
-from coordinator.membership import DivergenceError, Membership, PlacementFailed, ReplicaError  # noqa: F401
+from coordinator.membership import DivergenceError, Membership, ReplicaError
 from core.spec import JobSpec
 from coordinator.strategies.base import Strategy
 

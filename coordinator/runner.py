@@ -50,7 +50,7 @@ def root_cause(exc: BaseException) -> BaseException:
 def error_of(exc: BaseException) -> dict:
     """The job's structured error (code, message, replica, round, root cause) for ``exc``."""
     from coordinator.checkpoint import CheckpointError
-    from coordinator.engine import DivergenceError, PlacementFailed, ReplicaError
+    from coordinator.membership import DivergenceError, PlacementFailed, ReplicaError
     from coordinator.pool import PlacementError
     from coordinator.store import StoreError
     from worker.data.datasets import DataError

@@ -26,7 +26,7 @@ class SweepRows:
             self._db.execute("ALTER TABLE jobs ADD COLUMN parent TEXT")
             self._db.execute("ALTER TABLE jobs ADD COLUMN sweep TEXT")
 
-    def in_states(self, states: tuple[str, ...], trials: bool = True) -> list[JobRecord]:
+    def in_states(self, states: tuple[str, ...], trials: bool = True) -> list:
         """Jobs in ``states``; without the sweeps' trials when ``trials`` is False (the
         scheduler's view: a trial is run by its sweep, never queued or requeued itself)."""
         marks = ",".join("?" * len(states))
@@ -36,7 +36,7 @@ class SweepRows:
                               states).fetchall()
         return [self._row(r) for r in rows]
 
-    def create_trial(self, job_id: str, parent: str, spec: dict, sweep: dict) -> JobRecord:
+    def create_trial(self, job_id: str, parent: str, spec: dict, sweep: dict):
         """Record a sweep's trial as a RUNNING job owned by the sweep's owner (its principal's
         rules apply to the trial too). Idempotent: a trial already recorded (a sweep resumed
         after a restart runs its unfinished trials again) is returned as it is."""
@@ -54,14 +54,14 @@ class SweepRows:
                 self._append(job_id, "state", {"state": "RUNNING", "reason": f"trial of sweep {parent}"}, now)
         return self.get(job_id)
 
-    def children(self, job_id: str) -> list[JobRecord]:
+    def children(self, job_id: str) -> list:
         """A sweep's trials, in creation order."""
         with self._reading() as db:
             rows = db.execute("SELECT * FROM jobs WHERE parent = ? ORDER BY ordinal", (job_id,)).fetchall()
         return [self._row(r) for r in rows]
 
     @staticmethod
-    def _with_children(db, recs: list[JobRecord]) -> list[JobRecord]:
+    def _with_children(db, recs: list) -> list:
         for rec in recs:
             if rec.spec.get("sweep"):  # one indexed query per sweep; plain jobs pay nothing
                 rec.children = [r[0] for r in db.execute(

@@ -146,8 +146,6 @@ def run_study(*, out_dir: str | Path, regimes: tuple[str, ...], methods: tuple[s
 
 def _sweep(spec_data: dict, where: Path, log) -> dict:
     """Run one sweep (or reuse a finished one of the same spec): its trials in start order."""
-    from dataclasses import asdict
-
     from core.spec import JobSpec
     from coordinator.sweep import run_sweep
 

@@ -88,14 +88,28 @@ def spec_of(job) -> dict:
         return data
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def number(kind: type, what: str, low: float, high: float = float("inf"), *, low_open: bool = False):
+    """An argparse type: ``kind`` (int or float) within [low, high] (``(low, high]`` with
+    ``low_open``); the error says what was expected, e.g. "expected a number of CPUs such as
+    0.1, got 'x'" or "must be in (0, 1024], got 0"."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if value < low or (low_open and value == low) or value > high:
+            bounds = (f"at least {_num(low)}" if high == float("inf") and not low_open
+                      else f"in {'(' if low_open else '['}{_num(low)}, {_num(high)}]")
+            raise argparse.ArgumentTypeError(f"must be {bounds}, got {_num(value)}")
+        return value
+    return parse
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+positive_int = number(int, "a positive integer", 1)
 
 
 def connection_flags() -> argparse.ArgumentParser:

@@ -2,16 +2,15 @@
 download, scale, flatness, health (plot: services.history_commands). Each prints tables or readable lines, never a traceback (see services.cli)."""
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
-from services.cli_common import (INPUT_CODES, STATES, connect, connection_flags, fmt_time, load_spec,  # noqa: F401
-                                 positive_int, spec_of, state_name)
-from services.serve_flags import add_serve_command, nice_value  # noqa: F401  (nice_value: part of the CLI API)
+from services.cli_common import (STATES, connect, connection_flags, fmt_time, load_spec, positive_int, spec_of,
+                                 state_name)
+from services.serve_flags import add_serve_command
+
 
 def _test_error(job) -> str:
     if job.HasField("summary"):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from services.cli_common import number
+
 
 def cmd_serve(args) -> int:
     from core.spec import SpecError
@@ -26,35 +28,11 @@ def nice_value(text: str) -> int:
 
 
 def _count(low: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer ≥ {low}, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
-        return value
-    return parse
+    return number(int, f"an integer ≥ {low}", low)
 
 
-def _cpus(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of CPUs such as 0.1, got {text!r}") from None
-    if not 0 < value <= 1024:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1024], got {value:g}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds such as 600, got {text!r}") from None
-    if not 0 <= value <= 30 * 86400:
-        raise argparse.ArgumentTypeError(f"must be in [0, 2592000] seconds (30 days), got {value:g}")
-    return value
+_cpus = number(float, "a number of CPUs such as 0.1", 0, 1024, low_open=True)
+_seconds = number(float, "a number of seconds such as 600", 0, 30 * 86400)
 
 
 def _bytes(text: str) -> int:

@@ -28,3 +28,14 @@ def local_ray():
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 1024 * 1024, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def stub(server):
+    """A JobService stub on a channel to the module's ``server`` fixture (tests that need
+    another stub, e.g. one of a Ray cluster's server, define their own)."""
+    from services.api import jobs_pb2_grpc
+
+    with server.channel() as channel:
+        yield jobs_pb2_grpc.JobServiceStub(channel)
+

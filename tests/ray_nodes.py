@@ -51,3 +51,34 @@ def add_node(cluster, attempts: int = 3, **node_args):
             deadline = time.monotonic() + 30
             while started & descendants() and time.monotonic() < deadline:
                 time.sleep(0.2)
+
+
+MB = 1024 * 1024
+
+
+def one_cpu_cluster(workers: int, **head_config):
+    """A ``ray.cluster_utils.Cluster`` of a 0-CPU head and ``workers`` 1-CPU nodes (a module
+    fixture's body: yields the cluster, shuts it down after). ``head_config``: the head's
+    ``_system_config``."""
+    from ray.cluster_utils import Cluster
+
+    head = {"num_cpus": 0, "object_store_memory": 128 * MB, **({"_system_config": head_config} if head_config else {})}
+    c = Cluster(initialize_head=True, connect=False, head_node_args=head)
+    for _ in range(workers):
+        add_node(c, num_cpus=1, object_store_memory=96 * MB)
+    c.wait_for_nodes()
+    yield c
+    c.shutdown()
+
+
+def cluster_stub(cluster, data_dir):
+    """A JobService stub of an ``esgd serve`` on ``cluster`` (a module fixture's body); the
+    server must exit 0 at the end."""
+    from services.api import jobs_pb2_grpc
+    from tests.service_harness import ServerProcess
+
+    srv = ServerProcess(data_dir, "--ray-address", cluster.address)
+    with srv.channel() as channel:
+        yield jobs_pb2_grpc.JobServiceStub(channel)
+    assert srv.terminate() == 0, srv.read_log()[-3000:]
+

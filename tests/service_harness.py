@@ -229,3 +229,18 @@ def api_clients(target: str, name: str, clients: int, seconds: float, watchers: 
         t.join(seconds + 120)
     stats["stuck_threads"] = sum(t.is_alive() for t in threads)
     return stats
+
+
+def module_server(name: str, *extra: str, env: dict | None = None):
+    """A module-scoped ``server`` fixture: one ``esgd serve`` for the module's tests, checked
+    to exit 0 when they are done (tests/conftest.py's ``stub`` fixture talks to it)."""
+    import pytest
+
+    @pytest.fixture(scope="module")
+    def server(tmp_path_factory):
+        srv = ServerProcess(tmp_path_factory.mktemp(name), *extra, env=env)
+        yield srv
+        assert srv.terminate() == 0, srv.read_log()[-3000:]
+
+    return server
+

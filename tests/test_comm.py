@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from coordinator.engine import DivergenceError
+from coordinator.membership import DivergenceError
 from coordinator.pool import LocalPool
 from core.spec import COMM_DTYPES, JobSpec, SpecError
 from worker import comm

@@ -14,27 +14,15 @@ import pytest
 
 from services.api import jobs_pb2 as pb
 from services.cli import main
-from tests.service_harness import ROOT, ServerProcess, wait_for
+from tests.service_harness import ROOT, module_server, wait_for
 from tests.test_service import create, quick_spec, wait_state
 
 pytestmark = pytest.mark.slow
 DONE = {pb.SUCCEEDED, pb.FAILED, pb.CANCELLED}
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = ServerProcess(tmp_path_factory.mktemp("hist"), "--num-cpus", "2")
-    yield srv
-    assert srv.terminate() == 0, srv.read_log()[-3000:]
+server = module_server("hist", "--num-cpus", "2")
 
-
-@pytest.fixture(scope="module")
-def stub(server):
-    from services.api import jobs_pb2_grpc
-
-    channel = server.channel()
-    yield jobs_pb2_grpc.JobServiceStub(channel)
-    channel.close()
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import torch
 from services.api import jobs_pb2 as pb
 from services.api import jobs_pb2_grpc
 from services.convert import spec_to_proto
-from tests.service_harness import ServerProcess
+from tests.service_harness import ServerProcess, module_server
 
 pytestmark = pytest.mark.slow
 
@@ -26,18 +26,8 @@ def quick_spec(**over):
     return spec
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = ServerProcess(tmp_path_factory.mktemp("svc"), "--num-cpus", "2")
-    yield srv
-    assert srv.terminate() == 0, srv.read_log()[-3000:]
+server = module_server("svc", "--num-cpus", "2")
 
-
-@pytest.fixture(scope="module")
-def stub(server):
-    channel = server.channel()
-    yield jobs_pb2_grpc.JobServiceStub(channel)
-    channel.close()
 
 
 def create(stub, spec, request_id=""):

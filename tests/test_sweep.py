@@ -20,9 +20,8 @@ import pytest
 import torch
 
 from services.api import jobs_pb2 as pb
-from services.api import jobs_pb2_grpc
 from tests.security.test_cancel import actor_pids, alive
-from tests.service_harness import ServerProcess, follow, wait_for
+from tests.service_harness import follow, module_server, wait_for
 from tests.test_service import code_of, create, wait_state
 
 pytestmark = pytest.mark.slow
@@ -36,17 +35,8 @@ def sweep_spec(space, train=None, **sweep):
             "sweep": {"space": space, "trials": 4, **sweep}}
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = ServerProcess(tmp_path_factory.mktemp("sweep"), "--num-cpus", "2")
-    yield srv
-    assert srv.terminate() == 0, srv.read_log()[-3000:]
+server = module_server("sweep", "--num-cpus", "2")
 
-
-@pytest.fixture(scope="module")
-def stub(server):
-    with server.channel() as channel:
-        yield jobs_pb2_grpc.JobServiceStub(channel)
 
 
 def get(stub, name):

@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 from services.api import jobs_pb2 as pb
-from services.api import jobs_pb2_grpc
-from tests.service_harness import ServerProcess, follow, report_fault
+from tests.service_harness import follow, module_server, report_fault
 from tests.test_datasets import IDX_NAMES, write_cifar_dir, write_idx_dir
 from tests.test_service import create, quick_spec
 
@@ -76,18 +75,8 @@ CASES = [idx_truncated, idx_garbage, idx_gzip_truncated, cifar_garbage, cifar_tr
          text_binary_garbage, text_too_short]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = ServerProcess(tmp_path_factory.mktemp("datafiles"), "--num-cpus", "2", env={"RAY_ADDRESS": "local"})
-    yield srv
-    assert srv.terminate() == 0, srv.read_log()[-3000:]
+server = module_server("datafiles", "--num-cpus", "2", env={"RAY_ADDRESS": "local"})
 
-
-@pytest.fixture(scope="module")
-def stub(server):
-    channel = server.channel()
-    yield jobs_pb2_grpc.JobServiceStub(channel)
-    channel.close()
 
 
 @pytest.fixture()

@@ -12,10 +12,9 @@ import time
 import pytest
 
 from services.api import jobs_pb2 as pb
-from services.api import jobs_pb2_grpc
 from tests.faults.test_replica_failure import follow
-from tests.ray_nodes import add_node
-from tests.service_harness import ServerProcess, report_fault
+from tests.ray_nodes import add_node, cluster_stub, one_cpu_cluster
+from tests.service_harness import report_fault
 from tests.test_service import create, quick_spec
 
 pytestmark = pytest.mark.slow
@@ -27,23 +26,12 @@ FAST_HEALTH_CHECKS = {"health_check_initial_delay_ms": 0, "health_check_period_m
 
 @pytest.fixture(scope="module")
 def cluster():
-    from ray.cluster_utils import Cluster
-
-    c = Cluster(initialize_head=True, connect=False,
-                head_node_args={"num_cpus": 0, "object_store_memory": 128 * MB, "_system_config": FAST_HEALTH_CHECKS})
-    for _ in range(3):
-        add_node(c, num_cpus=1, object_store_memory=96 * MB)
-    c.wait_for_nodes()
-    yield c
-    c.shutdown()
+    yield from one_cpu_cluster(3, **FAST_HEALTH_CHECKS)
 
 
 @pytest.fixture(scope="module")
 def stub(cluster, tmp_path_factory):
-    srv = ServerProcess(tmp_path_factory.mktemp("nodes"), "--ray-address", cluster.address)
-    with srv.channel() as channel:
-        yield jobs_pb2_grpc.JobServiceStub(channel)
-    assert srv.terminate() == 0, srv.read_log()[-3000:]
+    yield from cluster_stub(cluster, tmp_path_factory.mktemp("nodes"))
 
 
 def node_spec(**train):

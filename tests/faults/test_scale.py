@@ -13,25 +13,15 @@ import grpc
 import pytest
 
 from services.api import jobs_pb2 as pb
-from services.api import jobs_pb2_grpc
 from tests.faults.test_replica_failure import follow
-from tests.service_harness import ROOT, ServerProcess, report_fault
+from tests.service_harness import ROOT, module_server, report_fault
 from tests.test_service import create, quick_spec
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = ServerProcess(tmp_path_factory.mktemp("scale"), "--num-cpus", "2")
-    yield srv
-    assert srv.terminate() == 0, srv.read_log()[-3000:]
+server = module_server("scale", "--num-cpus", "2")
 
-
-@pytest.fixture(scope="module")
-def stub(server):
-    with server.channel() as channel:
-        yield jobs_pb2_grpc.JobServiceStub(channel)
 
 
 def esgd(server, *args):

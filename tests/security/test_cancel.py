@@ -11,10 +11,9 @@ import grpc
 import pytest
 
 from services.api import jobs_pb2 as pb
-from services.api import jobs_pb2_grpc
 from tests.security.util import TERMINAL, create, quick, wait_state
-from tests.ray_nodes import add_node
-from tests.service_harness import ServerProcess, wait_for
+from tests.ray_nodes import cluster_stub, one_cpu_cluster
+from tests.service_harness import wait_for
 
 pytestmark = pytest.mark.slow
 MB = 1024 * 1024
@@ -46,22 +45,12 @@ def alive(pids) -> set[int]:
 
 @pytest.fixture(scope="module")
 def cluster():
-    from ray.cluster_utils import Cluster
-
-    c = Cluster(initialize_head=True, connect=False, head_node_args={"num_cpus": 0, "object_store_memory": 128 * MB})
-    for _ in range(2):
-        add_node(c, num_cpus=1, object_store_memory=96 * MB)
-    c.wait_for_nodes()
-    yield c
-    c.shutdown()
+    yield from one_cpu_cluster(2)
 
 
 @pytest.fixture(scope="module")
 def stub(cluster, tmp_path_factory):
-    srv = ServerProcess(tmp_path_factory.mktemp("cancel"), "--ray-address", cluster.address)
-    with srv.channel() as channel:
-        yield jobs_pb2_grpc.JobServiceStub(channel)
-    assert srv.terminate() == 0, srv.read_log()[-3000:]
+    yield from cluster_stub(cluster, tmp_path_factory.mktemp("cancel"))
 
 
 def test_cancel_stops_a_job_whose_replicas_cannot_all_be_placed(cluster, stub):
