@@ -96,7 +96,7 @@ def _report(r: RunResult, sizes: dict, fresh: bool) -> dict:
 
 
 def _common_fraction(report: dict, threshold: float) -> float:
-    from coordinator.flatness import near_zero_fraction
+    from coordinator.spectrum import near_zero_fraction
 
     return near_zero_fraction(np.asarray(report["slq"]["nodes"]), np.asarray(report["slq"]["weights"]), threshold)
 

@@ -1,4 +1,4 @@
-"""Hessian-free flatness estimators (coordinator/flatness.py) against exact answers.
+"""Hessian-free flatness estimators (coordinator/flatness.py, coordinator/spectrum.py) against exact answers.
 
 Tolerances (all float64):
 * quadratic ½xᵀAx, n = 50, known spectrum: Lanczos top-3 rtol 1e-6; Hutchinson (400 probes)
@@ -26,9 +26,10 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from coordinator.flatness import (_probe, deflated_trace, flatness_report, hutchinson_samples, hutchinson_trace,
-                                  hvp_operator, lanczos, lanczos_runs, local_entropy, near_zero_fraction, ritz,
-                                  spectral_density, top_eigenvalues, top_from_runs, trace_estimate)
+from coordinator.flatness import flatness_report, hvp_operator, local_entropy
+from coordinator.spectrum import (_probe, deflated_trace, hutchinson_samples, hutchinson_trace, lanczos, lanczos_runs,
+                                  near_zero_fraction, ritz, spectral_density, top_eigenvalues, top_from_runs,
+                                  trace_estimate)
 from worker.data.datasets import load_dataset
 from worker.models import build_model, task_loss
 
