@@ -111,22 +111,21 @@ def test_budgets_are_equal_across_methods(model, mode):
 
 
 def test_study_smoke(tmp_path):
-    """esgd reproduce study end to end: one sweep per method through coordinator.sweep (Ray
-    Tune), final seeds, flatness, the table and the figure; then a rerun reuses everything."""
+    """esgd reproduce study end to end: a sweep through coordinator.sweep (Ray Tune), final
+    seeds, flatness, the table and the figure; then a rerun reuses everything. (The verdicts
+    between methods are unit-tested in tests/test_study.py.)"""
+    import json
+
     out = tmp_path / "study"
     args = ("study", "--smoke", "--trials", "2", "--seeds", "2", "--regimes", "noisy", "--methods", "sgd",
-            "entropy-sgd", "--out", str(out))
+            "--out", str(out))
     proc = _esgd(*args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     md = (out / "study.md").read_text()
     rows = _rows(md)
-    assert [r[0] for r in rows] == ["SGD (K=1)", "Entropy-SGD (K=1)"]
-    for r in rows:
-        assert "inner.lr=" in r[1] and re.fullmatch(PM, r[2]) and re.fullmatch(PM, r[3]), r
-    assert "noisy: Entropy-SGD" in md and "tuned SGD by more than 2 standard deviations" in md
+    assert [r[0] for r in rows] == ["SGD (K=1)"]
+    assert "inner.lr=" in rows[0][1] and re.fullmatch(PM, rows[0][2]) and re.fullmatch(PM, rows[0][3]), rows
     _assert_png(out / "study.png")
-    import json
-
     study = json.loads((out / "study.json").read_text())
     sgd = study["regimes"]["noisy"]["sgd"]
     assert len(sgd["sweep"]["trials"]) == 2 and len(sgd["final_errors"]) == 2
