@@ -454,6 +454,9 @@ class JobManager:
         s = pick(summary, SUMMARY_KEYS) if summary is not None else None
         if self.store.finish(job_id, state, reason, summary=s, error=error) is None:
             log.info("job %s: not %s, it had already ended", job_id, state)
+            state = self.store.get(job_id).state
+        if self.metrics is not None:  # its end time now, its series gone after --metrics-retention
+            self.metrics.job_finished(job_id, state)
         self._notify()
 
     # ----- store writes + wake-ups -------------------------------------------------------------

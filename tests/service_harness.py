@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -243,4 +244,11 @@ def module_server(name: str, *extra: str, env: dict | None = None):
         assert srv.terminate() == 0, srv.read_log()[-3000:]
 
     return server
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for servers that take a fixed port, e.g. /metrics)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 

@@ -61,3 +61,41 @@ def test_a_job_started_again_keeps_its_series():
 def test_retention_must_be_non_negative():
     with pytest.raises(ValueError, match="--metrics-retention"):
         ServiceMetrics(retain_s=-1)
+
+
+def test_the_server_stamps_a_job_end_and_drops_its_series_after_retention(tmp_path):
+    """A real esgd serve with --metrics-retention 2: right after a job ends /metrics holds its
+    end time (the dashboard's annotation), and a little later none of its series."""
+    import urllib.request
+
+    from services.api import jobs_pb2 as pb
+    from services.api import jobs_pb2_grpc
+    from tests.service_harness import ServerProcess, free_port
+    from tests.test_service import create, quick_spec, wait_state
+
+    port = free_port()
+    srv = ServerProcess(tmp_path, "--num-cpus", "1", "--metrics-port", str(port), "--metrics-retention", "2")
+    try:
+        with srv.channel() as channel:
+            stub = jobs_pb2_grpc.JobServiceStub(channel)
+            job = create(stub, quick_spec(train={"outer_steps": 3}))
+            assert wait_state(stub, job.name, {pb.SUCCEEDED, pb.FAILED}, timeout=240).state == pb.SUCCEEDED
+
+            def scrape() -> str:
+                return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+
+            deadline = time.monotonic() + 60
+            text = scrape()
+            while f'job_id="{job.id}"' in text and time.monotonic() < deadline:
+                if f'esgd_job_end_time_seconds{{job_id="{job.id}",state="SUCCEEDED"}}' in text:
+                    break
+                time.sleep(0.05)
+                text = scrape()
+            assert f'esgd_job_end_time_seconds{{job_id="{job.id}",state="SUCCEEDED"}}' in text
+            assert f'esgd_job_outer_steps_total{{job_id="{job.id}"}} 3.0' in text
+            while f'job_id="{job.id}"' in scrape():
+                assert time.monotonic() < deadline, "the finished job's series are still exported"
+                time.sleep(0.2)
+            assert "esgd_jobs{" in scrape() and "grpc_server_handled_total{" in scrape()  # service-wide stay
+    finally:
+        assert srv.terminate() == 0, srv.read_log()[-3000:]

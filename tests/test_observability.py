@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ import pytest
 from services.api import jobs_pb2 as pb
 from services.api import jobs_pb2_grpc
 from tests.installed import need_program
-from tests.service_harness import ROOT, ServerProcess
+from tests.service_harness import ROOT, ServerProcess, free_port
 from tests.test_service import create, quick_spec, wait_state
 
 pytestmark = [pytest.mark.slow]
@@ -37,10 +36,6 @@ DASHBOARD = ROOT / "deploy/grafana/dashboards/esgd.json"
 MAY_BE_EMPTY: set[str] = set()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get_json(url: str) -> dict:

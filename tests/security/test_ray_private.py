@@ -17,7 +17,7 @@ import pytest
 
 from services.api import jobs_pb2 as pb
 from services.api import jobs_pb2_grpc
-from tests.service_harness import ServerProcess, descendants, follow
+from tests.service_harness import ServerProcess, descendants, follow, free_port
 from tests.test_service import create, quick_spec, wait_state
 
 pytestmark = pytest.mark.slow
@@ -90,10 +90,6 @@ def is_loopback(address: str) -> bool:
     return ip.is_loopback
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_the_address_helpers():
