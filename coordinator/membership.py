@@ -33,6 +33,9 @@ class ReplicaError(RuntimeError):
         super().__init__(message)
         self.replica, self.round = replica, round
 
+    def __reduce__(self):  # pickled across Ray (a trial's error reaches Tune's driver): keep the fields
+        return type(self), (str(self), self.replica, self.round)
+
 
 class DivergenceError(ReplicaError):
     """A loss or weight became NaN/Inf."""

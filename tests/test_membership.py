@@ -95,3 +95,16 @@ def test_shared_anchor_strategies_only_change_the_count():
     engine.request_resize(3)
     record = engine.step()
     assert engine.pool.size == 3 and engine.strategy.replicas == 3 and len(record["replicas"]) == 3
+
+
+def test_replica_errors_survive_pickling_across_ray():
+    """A trial's DivergenceError travels to Tune's driver by pickle; it must come back whole
+    (it once failed to unpickle, and the trial's error became a TypeError)."""
+    import pickle
+
+    from coordinator.membership import DivergenceError, PlacementFailed
+
+    for exc in (DivergenceError("diverged in round 3", 1, 3), PlacementFailed("no room", 0, 7)):
+        back = pickle.loads(pickle.dumps(exc))
+        assert type(back) is type(exc) and str(back) == str(exc) and (back.replica, back.round) == (exc.replica,
+                                                                                                   exc.round)
