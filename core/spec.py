@@ -37,6 +37,8 @@ DATASET_NAMES = ("fashion-mnist", "mnist", "idx", "cifar10", "text", "synthetic"
 
 
 INNER_OPTIMIZERS = ("sgd", "adam")
+BUDGET_REQUIRED = ("a budget is required: give exactly one of train.epochs (effective epochs) or "
+                   "train.outer_steps (rounds)")
 LR_SCHEDULES = ("step", "cosine")
 
 # What each baseline strategy pins (the special cases in the README's strategy table). Setting
@@ -156,6 +158,37 @@ class InitSpec(_Section):
                            "anchor per replica only (parle, elastic-sgd, replicated-sgd)")
 
 
+class InitFromSpec(_Section):
+    """Start from another job's checkpoint (``job``, ``round``: default its latest) or from a
+    checkpoint file (``path``; in the service, inside the data roots like ``dataset.path``).
+
+    Carried over: the reference model's weights (the checkpoint's ``model`` state_dict,
+    BatchNorm statistics included). Not carried over: the strategy's anchors and outer
+    momentum, the replicas' inner momentum/Adam state, RNG and stream positions, and the
+    counters (round, epochs, gradient evaluations): the new job runs its own whole budget
+    from round 0 under its own seed. The model must match (architecture and shapes)."""
+
+    job: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+                            description="the job id whose checkpoint to start from (one of your own jobs)")
+    round: int | None = Field(None, ge=1, description="its checkpoint's round (None = its latest)")
+    path: str | None = Field(None, min_length=1, max_length=4096, description="a checkpoint file instead of a job")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _job_name(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("job"), str):
+            data = {**data, "job": data["job"].removeprefix("jobs/")}
+        return data
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "InitFromSpec":
+        if (self.job is None) == (self.path is None):
+            raise ValueError("init_from: give exactly one of init_from.job or init_from.path")
+        if self.round is not None and self.job is None:
+            raise ValueError("init_from.round: goes with init_from.job (a path names one checkpoint)")
+        return self
+
+
 class TrainSpec(_Section):
     batch_size: int = Field(128, ge=1, le=65_536)
     epochs: float | None = Field(
@@ -171,7 +204,7 @@ class TrainSpec(_Section):
     @model_validator(mode="after")
     def _budget(self) -> "TrainSpec":
         if (self.epochs is None) == (self.outer_steps is None):
-            raise ValueError("train.epochs: give exactly one of train.epochs or train.outer_steps")
+            raise ValueError(f"train.epochs: {BUDGET_REQUIRED}")
         return self
 
 
@@ -220,11 +253,14 @@ class JobSpec(_Section):
     outer: OuterSpec = OuterSpec()
     elastic: ElasticSpec = ElasticSpec()
     init: InitSpec = InitSpec()
-    train: TrainSpec = TrainSpec(outer_steps=100)
+    train: TrainSpec = Field(None, description="required: its budget is exactly one of train.epochs and "  # type: ignore[assignment]
+                                               "train.outer_steps (no default budget)")
     resources: ResourceSpec = ResourceSpec()
     checkpoint: CheckpointSpec = CheckpointSpec()
     flatness: FlatnessSpec = FlatnessSpec()
     comm: CommSpec = CommSpec()
+    init_from: InitFromSpec | None = Field(None, description="start from another job's checkpoint (its model "
+                                                             "weights only; InitFromSpec)")
     sweep: SweepSpec | None = Field(None, description="a search space over this spec's fields: the job is a "
                                                       "sweep, each trial a job (core/sweep_spec.py)")
 
@@ -234,7 +270,7 @@ class JobSpec(_Section):
         text_data = self.dataset.name in ("text", "synthetic-text")
         if text_model != text_data:
             raise ValueError("model: char-lstm goes with dataset.name text or synthetic-text, and only with them")
-        if self.train.min_replicas > self.replicas:
+        if self.train is not None and self.train.min_replicas > self.replicas:
             raise ValueError(f"train.min_replicas: must be at most replicas ({self.replicas}); "
                              f"got {self.train.min_replicas}")
         for section, pinned in FORCED.get(self.strategy, {}).items():
@@ -255,6 +291,11 @@ class JobSpec(_Section):
             raise ValueError(f"init.per_replica_seeds: strategy {self.strategy} sends all replicas one shared "
                              f"anchor; separate starts need a strategy with one anchor per replica "
                              f"({', '.join(PER_REPLICA_ANCHORS)})")
+        if self.init_from is not None and self.init.per_replica_seeds:
+            raise ValueError("init.per_replica_seeds: every replica starts from the init_from checkpoint; "
+                             "leave init.per_replica_seeds out with init_from")
+        if self.train is None:  # checked last: a field the user did write is named first
+            raise ValueError(f"train.epochs: {BUDGET_REQUIRED}")
         if self.sweep is not None:
             check_space(self)  # each distribution validated through this very model
         return self
@@ -293,11 +334,15 @@ class JobSpec(_Section):
         return cls.parse(data if data is not None else {})
 
     def to_dict(self) -> dict:
-        """Every field; ``sweep`` only when set, so a plain job's dict (and the digest and
+        """Every field; ``sweep`` and ``init_from`` only when set, so a plain job's dict (and the digest and
         run directory check built on it) is what it was before sweeps existed."""
         data = self.model_dump(mode="json")
-        if data.get("sweep") is None:
-            data.pop("sweep", None)
+        for optional in ("sweep", "init_from"):
+            if data.get(optional) is None:
+                data.pop(optional, None)
+            else:
+                data[optional] = {k: v for k, v in data[optional].items() if v is not None} \
+                    if optional == "init_from" else data[optional]
         return data
 
     def replace(self, **changes: Any) -> "JobSpec":
