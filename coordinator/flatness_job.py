@@ -28,7 +28,13 @@ def load_checkpoint(target: str | Path) -> tuple[dict, Path]:
         return found[1], found[0]
     if not path.is_file():
         raise SpecError(f"{path}: no such run directory or checkpoint file", "TARGET")
-    return torch.load(path, map_location="cpu"), path
+    try:
+        ckpt = torch.load(path, map_location="cpu")
+    except Exception as exc:  # noqa: BLE001 - not a torch file, torn, or not loadable safely
+        raise SpecError(f"{path}: not a checkpoint ({type(exc).__name__})", "TARGET") from None
+    if not (isinstance(ckpt, dict) and isinstance(ckpt.get("spec"), dict) and "model" in ckpt):
+        raise SpecError(f"{path}: not an esgd checkpoint (no spec and model in it)", "TARGET")
+    return ckpt, path
 
 
 def report_for_checkpoint(ckpt: dict, out_dir: str | Path, **sizes) -> dict:

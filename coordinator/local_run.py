@@ -3,6 +3,9 @@
 Wires the pieces together — dataset, evaluator (initial weights), strategy, replica pool,
 engine, run directory, progress bar — handles ``--resume`` and Ctrl-C: an interrupt abandons
 the round in flight, writes a checkpoint of the last completed round, and exits cleanly.
+A run that fails records ``"status": "failed"`` in summary.json, so a corrected rerun into the
+same run directory starts afresh there instead of being refused. ``init_from: {path: FILE}``
+starts from a checkpoint file's model weights (coordinator.init_from).
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from pathlib import Path
 from coordinator.checkpoint import load_latest
 from coordinator.engine import Engine
 from coordinator.evaluate import Evaluator
+from coordinator.init_from import load_initial_weights
 from coordinator.rundir import MetricsLog, RunDir
 from core.spec import JobSpec
 from coordinator.strategies import make_strategy
@@ -68,6 +72,9 @@ def build_engine(spec: JobSpec, rd: RunDir, *, local: bool = False, resume: bool
     with ``resume`` the engine continues from the newest valid checkpoint in ``rd``."""
     dataset = dataset_for(spec)
     evaluator = Evaluator(spec, dataset)
+    found = load_latest(rd.checkpoints) if resume else None
+    if found is None:  # a fresh start: from init_from's checkpoint file, if any
+        load_initial_weights(spec, evaluator, runs=None)
     strategy = make_strategy(spec, evaluator.initial_state, evaluator.flat.num_params)
     if local:
         from coordinator.pool import LocalPool
@@ -79,7 +86,7 @@ def build_engine(spec: JobSpec, rd: RunDir, *, local: bool = False, resume: bool
         pool = RayPool(spec, dataset)
     engine = Engine(spec, strategy, pool, evaluator, num_train=dataset.num_train,
                     checkpoint_dir=rd.checkpoints, listeners=listeners)
-    if resume and (found := load_latest(rd.checkpoints)):
+    if found:
         engine.restore(found[1])
     return engine
 
@@ -99,7 +106,13 @@ def run_job(spec: JobSpec, run_dir: str | Path, *, resume: bool = False, ray_add
         resources = connect(ray_address, num_cpus=num_cpus)
         spec.check_capacity(resources.get("CPU", 0.0), resources.get("GPU", 0.0))
     metrics = MetricsLog(rd)
-    engine = build_engine(spec, rd, local=local, resume=resume, listeners=[metrics])
+    try:
+        engine = build_engine(spec, rd, local=local, resume=resume, listeners=[metrics])
+    except BaseException as exc:
+        metrics.close()
+        if not isinstance(exc, KeyboardInterrupt):
+            rd.mark_failed(exc)  # a corrected rerun into the same --run-dir is not refused
+        raise
     bar = ProgressBar(engine.total, engine.t, enabled=progress)
     engine.listeners.append(bar)
     status = "succeeded"
@@ -109,6 +122,9 @@ def run_job(spec: JobSpec, run_dir: str | Path, *, resume: bool = False, ray_add
         status = "interrupted"
         engine.checkpoint()
         summary = engine.summary()
+    except Exception as exc:
+        rd.mark_failed(exc)
+        raise
     finally:
         bar.close()
         metrics.close()

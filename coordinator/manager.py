@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.errors import CapacityError, ClusterUnavailable, JobFinished, JobNotFound, SpecError
+from coordinator.init_from import resolve as resolve_init_from
 from coordinator.limits import ServiceLimits, cluster_nodes
 from coordinator.metrics import ServiceMetrics
 from coordinator.records import SUMMARY_KEYS, StoreListener, follow, pick, startup_report
@@ -160,6 +161,8 @@ class JobManager:
                spec_bytes: int | None = None) -> JobRecord:
         self.limits.check_request(spec_data, spec_bytes, request_id)  # sizes, before anything is parsed
         spec = JobSpec.parse(spec_data).resolved()
+        asked = spec.to_dict()  # the idempotency digest's: init_from's round is pinned next
+        spec = resolve_init_from(self, spec, principal)  # ownership, checkpoint, model (coordinator.init_from)
         specs = trial_specs(spec)  # a sweep: every trial must be able to run (at its space's boundary values)
         for each in specs:
             self.check_data(each)
@@ -169,7 +172,7 @@ class JobManager:
             self.limits.admit(each, self.nodes)
         owner = _owner(principal)
         data = spec.to_dict()
-        digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+        digest = hashlib.sha256(json.dumps(asked, sort_keys=True).encode()).hexdigest()
         try:
             rec, created = self.store.create(uuid.uuid4().hex[:12], data, request_id, owner=owner, digest=digest,
                                              max_queued=self.limits.max_queued_jobs,

@@ -48,10 +48,33 @@ class RunDir:
             if changed:
                 raise SpecError(f"{sorted(changed)[0]}: differs from the run being resumed in {self.path} "
                                 f"(changed: {', '.join(sorted(changed))})", sorted(changed)[0])
-        elif not resume and self.metrics_path.exists():
+        elif not resume and self.holds_run():
             raise SpecError(f"run directory {self.path} already holds a run: pass --resume to continue it "
                             "or choose another --run-dir", "run_dir")
+        elif not resume:  # nothing, or a failed run: start afresh, without its leftovers
+            for name in ("metrics.jsonl", "summary.json", "flatness.json", "flatness.png"):
+                (self.path / name).unlink(missing_ok=True)
+            for p in self.checkpoints.glob("ckpt-*") if self.checkpoints.is_dir() else ():
+                p.unlink(missing_ok=True)
         self.write_text(self.spec_path, yaml.safe_dump(spec.resolved().to_dict(), sort_keys=False))
+
+    def holds_run(self) -> bool:
+        """Whether a run is here that a new one must not overwrite: one with recorded rounds
+        that did not fail. A run that failed (its summary says so), or that stopped before its
+        first round, leaves nothing worth keeping in the way of a corrected rerun."""
+        try:
+            if not self.metrics_path.exists() or self.metrics_path.stat().st_size == 0:
+                return False
+            return json.loads(self.summary_path.read_text()).get("status") != "failed"
+        except (OSError, ValueError, AttributeError):
+            return True
+
+    def mark_failed(self, exc: BaseException) -> None:
+        """Record that the run here failed (summary.json), so a rerun may start afresh here."""
+        try:
+            self.write_summary({"status": "failed", "error": f"{type(exc).__name__}: {exc}"})
+        except OSError:
+            pass
 
     def write_text(self, path: Path, text: str) -> None:
         """Replace ``path`` whole or not at all; a failed write leaves no temporary file."""

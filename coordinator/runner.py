@@ -53,6 +53,7 @@ def error_of(exc: BaseException) -> dict:
     from coordinator.membership import DivergenceError, PlacementFailed, ReplicaError
     from coordinator.pool import PlacementError
     from coordinator.store import StoreError
+    from core.errors import SpecError
     from worker.data.datasets import DataError
 
     if isinstance(exc, DivergenceError):
@@ -63,6 +64,8 @@ def error_of(exc: BaseException) -> dict:
         code = "REPLICA_FAILED"
     elif isinstance(exc, DataError):
         code = "DATA"
+    elif isinstance(exc, SpecError):  # e.g. an init_from checkpoint whose model does not match
+        code = "SPEC"
     elif isinstance(exc, (CheckpointError, StoreError)) or (  # a write the disk refused: full, too large, I/O
             isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EIO, errno.EDQUOT, errno.EROFS)):
         code = "STORAGE"
@@ -165,6 +168,7 @@ def build_engine(spec, rd, *, listeners: list, dataset_ref=None, marks: dict | N
     from coordinator.checkpoint import load_latest
     from coordinator.engine import Engine
     from coordinator.evaluate import Evaluator
+    from coordinator.init_from import load_initial_weights
     from coordinator.local_run import dataset_for
     from coordinator.strategies import make_strategy
 
@@ -179,6 +183,9 @@ def build_engine(spec, rd, *, listeners: list, dataset_ref=None, marks: dict | N
         dataset = dataset_for(spec)
     marks["data"] = time.time()
     evaluator = Evaluator(spec, dataset)
+    found = load_latest(rd.checkpoints)
+    if found is None:  # a fresh start: from init_from's weights, if any (a resume restores its own)
+        load_initial_weights(spec, evaluator, runs=rd.path.parent)
     strategy = make_strategy(spec, evaluator.initial_state, evaluator.flat.num_params)
     marks["model"] = time.time()
     pool = new_ray_pool(spec, dataset, dataset_ref)
@@ -186,7 +193,7 @@ def build_engine(spec, rd, *, listeners: list, dataset_ref=None, marks: dict | N
     try:
         engine = Engine(spec, strategy, pool, evaluator, num_train=dataset.num_train,
                         checkpoint_dir=rd.checkpoints, listeners=listeners)
-        if found := load_latest(rd.checkpoints):
+        if found:
             engine.restore(found[1])
     except BaseException:
         pool.shutdown()

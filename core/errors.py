@@ -11,6 +11,7 @@ lower layers (the spec, the store, the manager) raise them without importing gRP
 | JobNotFound (or another principal's job) | NOT_FOUND |
 | RequestConflict (a ``request_id`` reused for another spec) | ALREADY_EXISTS |
 | JobFinished (e.g. cancel a finished job) | FAILED_PRECONDITION |
+| JobNotRetryable (retry a job that is not FAILED or CANCELLED) | FAILED_PRECONDITION |
 | ClusterUnavailable (Ray unreachable) | UNAVAILABLE |
 | StoreError (the job store unreadable or unwritable; nothing changed) | UNAVAILABLE |
 """
@@ -51,6 +52,12 @@ class RequestConflict(DomainError, LookupError):
 
 class JobFinished(DomainError, RuntimeError):
     """The job already reached a terminal state."""
+
+    code = "FAILED_PRECONDITION"
+
+
+class JobNotRetryable(DomainError, RuntimeError):
+    """Only a FAILED or CANCELLED job can be retried."""
 
     code = "FAILED_PRECONDITION"
 

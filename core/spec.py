@@ -28,6 +28,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from core.errors import CapacityError, SpecError  # noqa: F401  (raised with the spec; re-exported)
+from core.init_from_spec import InitFromSpec
 from core.sweep_spec import SweepSpec, check_space
 
 STRATEGIES = ("entropy-sgd", "parle", "elastic-sgd", "sgd", "replicated-sgd")
@@ -37,6 +38,8 @@ DATASET_NAMES = ("fashion-mnist", "mnist", "idx", "cifar10", "text", "synthetic"
 
 
 INNER_OPTIMIZERS = ("sgd", "adam")
+BUDGET_REQUIRED = ("a budget is required: give exactly one of train.epochs (effective epochs) or "
+                   "train.outer_steps (rounds)")
 LR_SCHEDULES = ("step", "cosine")
 
 # What each baseline strategy pins (the special cases in the README's strategy table). Setting
@@ -171,7 +174,7 @@ class TrainSpec(_Section):
     @model_validator(mode="after")
     def _budget(self) -> "TrainSpec":
         if (self.epochs is None) == (self.outer_steps is None):
-            raise ValueError("train.epochs: give exactly one of train.epochs or train.outer_steps")
+            raise ValueError(f"train.epochs: {BUDGET_REQUIRED}")
         return self
 
 
@@ -220,11 +223,14 @@ class JobSpec(_Section):
     outer: OuterSpec = OuterSpec()
     elastic: ElasticSpec = ElasticSpec()
     init: InitSpec = InitSpec()
-    train: TrainSpec = TrainSpec(outer_steps=100)
+    train: TrainSpec = Field(None, description="required: its budget is exactly one of train.epochs and "  # type: ignore[assignment]
+                                               "train.outer_steps (no default budget)")
     resources: ResourceSpec = ResourceSpec()
     checkpoint: CheckpointSpec = CheckpointSpec()
     flatness: FlatnessSpec = FlatnessSpec()
     comm: CommSpec = CommSpec()
+    init_from: InitFromSpec | None = Field(None, description="start from another job's checkpoint (its model "
+                                                             "weights only; InitFromSpec)")
     sweep: SweepSpec | None = Field(None, description="a search space over this spec's fields: the job is a "
                                                       "sweep, each trial a job (core/sweep_spec.py)")
 
@@ -234,7 +240,7 @@ class JobSpec(_Section):
         text_data = self.dataset.name in ("text", "synthetic-text")
         if text_model != text_data:
             raise ValueError("model: char-lstm goes with dataset.name text or synthetic-text, and only with them")
-        if self.train.min_replicas > self.replicas:
+        if self.train is not None and self.train.min_replicas > self.replicas:
             raise ValueError(f"train.min_replicas: must be at most replicas ({self.replicas}); "
                              f"got {self.train.min_replicas}")
         for section, pinned in FORCED.get(self.strategy, {}).items():
@@ -255,6 +261,11 @@ class JobSpec(_Section):
             raise ValueError(f"init.per_replica_seeds: strategy {self.strategy} sends all replicas one shared "
                              f"anchor; separate starts need a strategy with one anchor per replica "
                              f"({', '.join(PER_REPLICA_ANCHORS)})")
+        if self.init_from is not None and self.init.per_replica_seeds:
+            raise ValueError("init.per_replica_seeds: every replica starts from the init_from checkpoint; "
+                             "leave init.per_replica_seeds out with init_from")
+        if self.train is None:  # checked last: a field the user did write is named first
+            raise ValueError(f"train.epochs: {BUDGET_REQUIRED}")
         if self.sweep is not None:
             check_space(self)  # each distribution validated through this very model
         return self
@@ -293,11 +304,15 @@ class JobSpec(_Section):
         return cls.parse(data if data is not None else {})
 
     def to_dict(self) -> dict:
-        """Every field; ``sweep`` only when set, so a plain job's dict (and the digest and
+        """Every field; ``sweep`` and ``init_from`` only when set, so a plain job's dict (and the digest and
         run directory check built on it) is what it was before sweeps existed."""
         data = self.model_dump(mode="json")
-        if data.get("sweep") is None:
-            data.pop("sweep", None)
+        for optional in ("sweep", "init_from"):
+            if data.get(optional) is None:
+                data.pop(optional, None)
+            else:
+                data[optional] = {k: v for k, v in data[optional].items() if v is not None} \
+                    if optional == "init_from" else data[optional]
         return data
 
     def replace(self, **changes: Any) -> "JobSpec":

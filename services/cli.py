@@ -5,6 +5,7 @@
     esgd submit JOB.yaml [--set FIELD=VALUE ...] [--request-id ID] [--watch]
     esgd list [--state STATE] [--page-size N] [--page-token T] [--all]
     esgd get ID [--json] | watch ID | cancel ID | download ID -o FILE [--round N]
+    esgd retry ID [--watch]   (a FAILED or CANCELLED job, again from its latest checkpoint)
 
 The client commands take --server (default $ESGD_SERVER or 127.0.0.1:50051), --token (default
 $ESGD_TOKEN) or --token-file, --tls-ca and --timeout.
@@ -67,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     from services.history_commands import add_history_commands
 
     add_client_commands(sub)
+    from services.commands import follow
+    from services.retry_command import add_retry_command
+
+    add_retry_command(sub, [connection_flags()], follow)
     add_history_commands(sub, [connection_flags()])
     from reproduce.cli import add_reproduce_commands
 
@@ -79,10 +84,15 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # here, so that a closed pipe is caught below, not at exit
+        return code
     except KeyboardInterrupt:
         print("esgd: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (esgd list | head -1): stop quietly
+        _quiet_stdout()
+        return 0
     except Exception as exc:
         # DataError lives with torch; look it up only if that module is loaded (it raised, or it is not the error)
         data_error = getattr(sys.modules.get("worker.data.datasets"), "DataError", SpecError)
@@ -99,6 +109,16 @@ def main(argv: list[str] | None = None) -> int:
         # a training failure: say what and where, no traceback wall
         print(f"esgd: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush does not hit the closed pipe."""
+    import os
+
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

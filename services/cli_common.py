@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -60,6 +61,23 @@ def connect(args):
         token = Path(args.token_file).read_text(encoding="utf-8").strip()
     return JobClient(args.server, token=token or os.environ.get("ESGD_TOKEN") or None, tls_ca=args.tls_ca,
                      timeout=args.timeout)
+
+
+@contextmanager
+def reaching(args):
+    """A client whose unreachable server is reported as ``--server ADDRESS``, not a bare refusal."""
+    import grpc
+
+    from services.client import ApiError
+
+    try:
+        with connect(args) as client:
+            yield client
+    except ApiError as exc:
+        if exc.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) and \
+                not exc.details.startswith("--server"):
+            raise ApiError(exc.code, f"--server {args.server}: cannot reach the esgd server ({exc.details})") from None
+        raise
 
 
 def state_name(value: int) -> str:

@@ -138,6 +138,12 @@ class JobClient:
     def cancel_job(self, name_or_id: str) -> jobs_pb2.Job:
         return self._unary("CancelJob", jobs_pb2.CancelJobRequest(name=job_name(name_or_id)))
 
+    def retry_job(self, name_or_id: str, request_id: str | None = None) -> jobs_pb2.Job:
+        """A new job from a FAILED or CANCELLED job's spec, starting from its latest checkpoint
+        (its ``spec.init_from``). Retry-safe: the server dedupes on ``request_id``."""
+        req = jobs_pb2.RetryJobRequest(name=job_name(name_or_id), request_id=request_id or str(uuid.uuid4()))
+        return self._unary("RetryJob", req)
+
     def scale_job(self, name_or_id: str, replicas: int) -> jobs_pb2.Job:
         """Set the job's replica count (a running job applies it at its next round boundary).
         Idempotent, so safe to retry."""
@@ -221,6 +227,9 @@ class JobClient:
                                         f"; expected {last.total_size} bytes, sha256 {last.sha256}")
                 os.replace(tmp, dest)
                 return {"path": str(dest), "round": last.round, "bytes": size, "sha256": sha}
+            except OSError as exc:  # name the file asked for, never the temporary beside it
+                tmp.unlink(missing_ok=True)
+                raise type(exc)(exc.errno, exc.strerror or str(exc), str(dest)) from None
             except BaseException:
                 tmp.unlink(missing_ok=True)
                 raise

@@ -7,8 +7,9 @@ import sys
 import time
 from pathlib import Path
 
-from services.cli_common import (STATES, connect, connection_flags, fmt_time, load_spec, positive_int, spec_of,
-                                 state_name)
+from core.errors import SpecError
+from services.cli_common import (STATES, connect, connection_flags, fmt_time, load_spec, positive_int, reaching,
+                                 spec_of, state_name)
 from services.serve_flags import add_serve_command
 
 
@@ -44,7 +45,7 @@ def cmd_submit(args) -> int:
     with connect(args) as client:
         job = client.create_job(spec.resolved().to_dict(), request_id=args.request_id)
         print(job.name, flush=True)
-        return _watch(client, job.name, args.no_progress) if args.watch else 0
+        return follow(client, job.name, args.no_progress) if args.watch else 0
 
 
 def cmd_list(args) -> int:
@@ -177,6 +178,9 @@ def _watch(client, name: str, no_progress: bool = False, reconnect_s: float = 60
             except ApiError as exc:
                 if exc.code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                     raise
+                if state is None:  # never connected: a wrong --server, not a dropped stream; fail now
+                    raise ApiError(exc.code, f"cannot reach an esgd server at {client.target} "
+                                             f"(--server): {exc.details}") from None
                 now = time.monotonic()
                 if lost_at is None:
                     lost_at = now
@@ -203,9 +207,22 @@ def _watch(client, name: str, no_progress: bool = False, reconnect_s: float = 60
     return 3
 
 
+def follow(client, name: str, no_progress: bool = False) -> int:
+    """:func:`_watch`; Ctrl-C stops watching only, and says so: the job runs on, and how to
+    watch it again or cancel it (exit 130)."""
+    try:
+        return _watch(client, name, no_progress)
+    except KeyboardInterrupt:
+        jid, server = name.removeprefix("jobs/"), f" --server {client.target}"
+        print(f"\nesgd: stopped watching {name}; the job keeps running on the server.\n"
+              f"  watch it again: esgd watch {jid}{server}\n  cancel it:      esgd cancel {jid}{server}",
+              file=sys.stderr)
+        return 130
+
+
 def cmd_watch(args) -> int:
     with connect(args) as client:
-        return _watch(client, args.id, args.no_progress)
+        return follow(client, args.id, args.no_progress)
 
 
 def cmd_cancel(args) -> int:
@@ -259,7 +276,9 @@ def cmd_flatness(args) -> int:
 
     target = Path(args.target)
     if not target.exists():  # a job id: its report if the service made one, else its final checkpoint
-        with connect(args) as client:
+        if "/" in args.target.removeprefix("jobs/"):
+            raise SpecError(f"TARGET: {args.target}: no such run directory or checkpoint file", "TARGET")
+        with reaching(args) as client:
             out = Path(args.output or f"runs/flatness-{args.target.removeprefix('jobs/')}")
             out.mkdir(parents=True, exist_ok=True)
             try:

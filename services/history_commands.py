@@ -11,27 +11,10 @@ from __future__ import annotations
 import re
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
+from services.cli_common import reaching as _reaching
 from services.history import X_AXES, History, HistoryError, describe_spec, read_metrics
-
-
-@contextmanager
-def _reaching(args):
-    """A client whose unreachable server is reported as ``--server ADDRESS``, not a bare refusal."""
-    import grpc
-
-    from services.client import ApiError
-    from services.cli_common import connect
-
-    try:
-        with connect(args) as client:
-            yield client
-    except ApiError as exc:
-        if exc.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-            raise ApiError(exc.code, f"--server {args.server}: cannot reach the esgd server ({exc.details})") from None
-        raise
 
 
 def _local(target: str) -> History | None:

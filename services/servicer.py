@@ -18,6 +18,7 @@ import inspect
 import grpc
 
 from coordinator.checkpoint import list_checkpoints, load_latest, verify
+from coordinator.init_from import retry as retry_job
 from core.errors import DomainError, JobNotFound, SpecError
 from coordinator.manager import JobManager
 from services.api import jobs_pb2 as pb
@@ -115,6 +116,11 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     @mapped
     def CancelJob(self, request, context):
         return job_to_proto(self.m.cancel(job_id(request.name), principal=self._who(context)))
+
+    @mapped
+    def RetryJob(self, request, context):
+        return job_to_proto(retry_job(self.m, job_id(request.name), principal=self._who(context),
+                                      request_id=request.request_id or None))
 
     @mapped
     def ScaleJob(self, request, context):

@@ -85,19 +85,19 @@ def test_a_move_smaller_than_the_weights_ulp_survives(dtype):
 
 # ----- the spec and its wire form -------------------------------------------------------------
 def test_spec_accepts_the_three_formats_and_names_the_field_otherwise():
-    assert JobSpec.parse({}).comm.dtype == "float32" and COMM_DTYPES == comm.DTYPES
+    assert JobSpec.parse({"train": {"outer_steps": 1}}).comm.dtype == "float32" and COMM_DTYPES == comm.DTYPES
     for dtype in comm.DTYPES:
-        assert JobSpec.parse({"comm": {"dtype": dtype}}).comm.dtype == dtype
+        assert JobSpec.parse({"train": {"outer_steps": 1}, "comm": {"dtype": dtype}}).comm.dtype == dtype
     for bad in ("fp8", "BFLOAT16", 16, None):
         with pytest.raises(SpecError, match=r"comm.dtype: .*'float32', 'bfloat16' or 'float16'") as exc:
-            JobSpec.parse({"comm": {"dtype": bad}})
+            JobSpec.parse({"train": {"outer_steps": 1}, "comm": {"dtype": bad}})
         assert exc.value.field == "comm.dtype"
 
 
 def test_comm_dtype_crosses_the_api():
     from services.convert import proto_to_spec_dict, spec_to_proto
 
-    spec = JobSpec.parse({"comm": {"dtype": "bfloat16"}})
+    spec = JobSpec.parse({"train": {"outer_steps": 1}, "comm": {"dtype": "bfloat16"}})
     assert JobSpec.parse(proto_to_spec_dict(spec_to_proto(spec))) == spec
     with pytest.raises(SpecError, match="comm.dtype: expected a string"):
         spec_to_proto({"comm": {"dtype": 16}})

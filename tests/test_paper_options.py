@@ -83,7 +83,7 @@ def test_per_replica_seeds_need_one_anchor_per_replica():
     assert _field_of({"strategy": "entropy-sgd", "init": {"per_replica_seeds": True}}) == "init.per_replica_seeds"
     assert _field_of({"strategy": "sgd", "init": {"per_replica_seeds": True}}) == "init.per_replica_seeds"
     for strategy in ("parle", "elastic-sgd", "replicated-sgd"):
-        JobSpec.parse({"strategy": strategy, "init": {"per_replica_seeds": True}})
+        JobSpec.parse({"train": {"outer_steps": 1}, "strategy": strategy, "init": {"per_replica_seeds": True}})
 
 
 # ----- 2. Parle in the paper's form -------------------------------------------------------------
@@ -144,7 +144,7 @@ def test_gamma_form_is_rejected_where_gamma_is_zero():
     for strategy in ("sgd", "elastic-sgd", "replicated-sgd"):
         assert _field_of({"strategy": strategy, "outer": {"lr_form": "gamma"}}) == "outer.lr_form"
     assert _field_of({"strategy": "parle", "inner": {"gamma0": 0.0}, "outer": {"lr_form": "gamma"}}) == "outer.lr_form"
-    JobSpec.parse({"strategy": "parle", "outer": {"lr_form": "gamma"}})
+    JobSpec.parse({"train": {"outer_steps": 1}, "strategy": "parle", "outer": {"lr_form": "gamma"}})
 
 
 # ----- 3. Replicated-SGD ------------------------------------------------------------------------
@@ -210,7 +210,7 @@ def test_elastic_sgd_is_replicated_sgd_only_with_one_plain_step_per_round():
 
 
 def test_replicated_sgd_pins_like_the_other_baselines():
-    spec = JobSpec.parse({"strategy": "replicated-sgd", "replicas": 2}).resolved()
+    spec = JobSpec.parse({"train": {"outer_steps": 1}, "strategy": "replicated-sgd", "replicas": 2}).resolved()
     assert (spec.inner.gamma0, spec.inner.noise, spec.inner.alpha, spec.outer.lr, spec.outer.momentum) == (0, 0, 1, 1, 0)
     assert _field_of({"strategy": "replicated-sgd", "inner": {"noise": 1e-3}}) == "inner.noise"
 
@@ -263,7 +263,7 @@ def test_adam_goes_only_where_the_inner_loop_is_plain_descent():
     assert _field_of({"strategy": "sgd", "inner": {"adam_beta2": 0.9}}) == "inner.adam_beta2"
     assert _field_of({"strategy": "sgd", "inner": {"optimizer": "adamw"}}) == "inner.optimizer"
     for strategy in ("sgd", "elastic-sgd", "replicated-sgd"):
-        JobSpec.parse({"strategy": strategy, "inner": {"optimizer": "adam", "adam_beta1": 0.5}})
+        JobSpec.parse({"train": {"outer_steps": 1}, "strategy": strategy, "inner": {"optimizer": "adam", "adam_beta1": 0.5}})
 
 
 def test_replicated_sgd_couples_through_adam():

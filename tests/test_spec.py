@@ -42,7 +42,7 @@ def test_bad_fields_are_named(data, field):
 
 def test_error_states_the_allowed_range():
     with pytest.raises(SpecError, match=r"inner.alpha: Input should be less than or equal to 1 \(got 2\)"):
-        JobSpec.parse({"inner": {"alpha": 2}})
+        JobSpec.parse({"train": {"outer_steps": 1}, "inner": {"alpha": 2}})
 
 
 def test_spec_is_frozen_and_round_trips():
@@ -53,13 +53,13 @@ def test_spec_is_frozen_and_round_trips():
 
 
 def test_baselines_pin_their_values():
-    spec = JobSpec.parse({"strategy": "sgd", "inner": {"lr": 0.05}}).resolved()
+    spec = JobSpec.parse({"train": {"outer_steps": 1}, "strategy": "sgd", "inner": {"lr": 0.05}}).resolved()
     assert (spec.inner.gamma0, spec.inner.noise, spec.inner.alpha, spec.outer.lr, spec.outer.momentum) == (0, 0, 1, 1, 0)
     assert spec.inner.lr == 0.05
 
 
 def test_capacity_check_names_replicas():
-    spec = JobSpec.parse({"replicas": 4})
+    spec = JobSpec.parse({"train": {"outer_steps": 1}, "replicas": 4})
     spec.check_capacity(cpus=4, gpus=0)
     with pytest.raises(SpecError) as err:
         spec.check_capacity(cpus=2, gpus=0)

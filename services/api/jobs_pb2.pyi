@@ -111,6 +111,16 @@ class InitSpec(_message.Message):
     per_replica_seeds: bool
     def __init__(self, per_replica_seeds: _Optional[bool] = ...) -> None: ...
 
+class InitFromSpec(_message.Message):
+    __slots__ = ("job", "round", "path")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    job: str
+    round: int
+    path: str
+    def __init__(self, job: _Optional[str] = ..., round: _Optional[int] = ..., path: _Optional[str] = ...) -> None: ...
+
 class TrainSpec(_message.Message):
     __slots__ = ("batch_size", "epochs", "outer_steps", "eval_every", "seed", "max_replica_failures", "min_replicas")
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -191,7 +201,7 @@ class SweepSpec(_message.Message):
     def __init__(self, space: _Optional[_Mapping[str, str]] = ..., trials: _Optional[int] = ..., metric: _Optional[str] = ..., mode: _Optional[str] = ..., scheduler: _Optional[str] = ..., grace_period: _Optional[float] = ..., reduction_factor: _Optional[float] = ..., max_concurrent: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class JobSpec(_message.Message):
-    __slots__ = ("name", "model", "dataset", "strategy", "replicas", "inner", "outer", "elastic", "train", "resources", "checkpoint", "flatness", "comm", "init", "sweep")
+    __slots__ = ("name", "model", "dataset", "strategy", "replicas", "inner", "outer", "elastic", "train", "resources", "checkpoint", "flatness", "comm", "init", "sweep", "init_from")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
@@ -207,6 +217,7 @@ class JobSpec(_message.Message):
     COMM_FIELD_NUMBER: _ClassVar[int]
     INIT_FIELD_NUMBER: _ClassVar[int]
     SWEEP_FIELD_NUMBER: _ClassVar[int]
+    INIT_FROM_FIELD_NUMBER: _ClassVar[int]
     name: str
     model: str
     dataset: DatasetSpec
@@ -222,7 +233,8 @@ class JobSpec(_message.Message):
     comm: CommSpec
     init: InitSpec
     sweep: SweepSpec
-    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., dataset: _Optional[_Union[DatasetSpec, _Mapping]] = ..., strategy: _Optional[str] = ..., replicas: _Optional[int] = ..., inner: _Optional[_Union[InnerSpec, _Mapping]] = ..., outer: _Optional[_Union[OuterSpec, _Mapping]] = ..., elastic: _Optional[_Union[ElasticSpec, _Mapping]] = ..., train: _Optional[_Union[TrainSpec, _Mapping]] = ..., resources: _Optional[_Union[ResourceSpec, _Mapping]] = ..., checkpoint: _Optional[_Union[CheckpointSpec, _Mapping]] = ..., flatness: _Optional[_Union[FlatnessSpec, _Mapping]] = ..., comm: _Optional[_Union[CommSpec, _Mapping]] = ..., init: _Optional[_Union[InitSpec, _Mapping]] = ..., sweep: _Optional[_Union[SweepSpec, _Mapping]] = ...) -> None: ...
+    init_from: InitFromSpec
+    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., dataset: _Optional[_Union[DatasetSpec, _Mapping]] = ..., strategy: _Optional[str] = ..., replicas: _Optional[int] = ..., inner: _Optional[_Union[InnerSpec, _Mapping]] = ..., outer: _Optional[_Union[OuterSpec, _Mapping]] = ..., elastic: _Optional[_Union[ElasticSpec, _Mapping]] = ..., train: _Optional[_Union[TrainSpec, _Mapping]] = ..., resources: _Optional[_Union[ResourceSpec, _Mapping]] = ..., checkpoint: _Optional[_Union[CheckpointSpec, _Mapping]] = ..., flatness: _Optional[_Union[FlatnessSpec, _Mapping]] = ..., comm: _Optional[_Union[CommSpec, _Mapping]] = ..., init: _Optional[_Union[InitSpec, _Mapping]] = ..., sweep: _Optional[_Union[SweepSpec, _Mapping]] = ..., init_from: _Optional[_Union[InitFromSpec, _Mapping]] = ...) -> None: ...
 
 class JobError(_message.Message):
     __slots__ = ("code", "message", "replica", "round", "root_cause")
@@ -435,6 +447,14 @@ class GetJobRequest(_message.Message):
     NAME_FIELD_NUMBER: _ClassVar[int]
     name: str
     def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class RetryJobRequest(_message.Message):
+    __slots__ = ("name", "request_id")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    request_id: str
+    def __init__(self, name: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class ListJobsRequest(_message.Message):
     __slots__ = ("page_size", "page_token", "state")

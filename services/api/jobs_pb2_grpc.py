@@ -74,6 +74,11 @@ class JobServiceStub:
                 request_serializer=esgd_dot_v1_dot_jobs__pb2.DownloadArtifactRequest.SerializeToString,
                 response_deserializer=esgd_dot_v1_dot_jobs__pb2.CheckpointChunk.FromString,
                 _registered_method=True)
+        self.RetryJob = channel.unary_unary(
+                '/esgd.v1.JobService/RetryJob',
+                request_serializer=esgd_dot_v1_dot_jobs__pb2.RetryJobRequest.SerializeToString,
+                response_deserializer=esgd_dot_v1_dot_jobs__pb2.Job.FromString,
+                _registered_method=True)
 
 
 class JobServiceServicer:
@@ -127,6 +132,14 @@ class JobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RetryJob(self, request, context):
+        """A new job from a FAILED or CANCELLED job's spec, started from its latest checkpoint
+        (init_from); FAILED_PRECONDITION for a job in another state.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -169,6 +182,11 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.DownloadArtifact,
                     request_deserializer=esgd_dot_v1_dot_jobs__pb2.DownloadArtifactRequest.FromString,
                     response_serializer=esgd_dot_v1_dot_jobs__pb2.CheckpointChunk.SerializeToString,
+            ),
+            'RetryJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetryJob,
+                    request_deserializer=esgd_dot_v1_dot_jobs__pb2.RetryJobRequest.FromString,
+                    response_serializer=esgd_dot_v1_dot_jobs__pb2.Job.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -387,6 +405,33 @@ class JobService:
             '/esgd.v1.JobService/DownloadArtifact',
             esgd_dot_v1_dot_jobs__pb2.DownloadArtifactRequest.SerializeToString,
             esgd_dot_v1_dot_jobs__pb2.CheckpointChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetryJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/esgd.v1.JobService/RetryJob',
+            esgd_dot_v1_dot_jobs__pb2.RetryJobRequest.SerializeToString,
+            esgd_dot_v1_dot_jobs__pb2.Job.FromString,
             options,
             channel_credentials,
             insecure,
