@@ -11,6 +11,7 @@ lower layers (the spec, the store, the manager) raise them without importing gRP
 | JobNotFound (or another principal's job) | NOT_FOUND |
 | RequestConflict (a ``request_id`` reused for another spec) | ALREADY_EXISTS |
 | JobFinished (e.g. cancel a finished job) | FAILED_PRECONDITION |
+| JobActive (e.g. delete a job that is queued or running) | FAILED_PRECONDITION |
 | ClusterUnavailable (Ray unreachable) | UNAVAILABLE |
 | StoreError (the job store unreadable or unwritable; nothing changed) | UNAVAILABLE |
 """
@@ -51,6 +52,12 @@ class RequestConflict(DomainError, LookupError):
 
 class JobFinished(DomainError, RuntimeError):
     """The job already reached a terminal state."""
+
+    code = "FAILED_PRECONDITION"
+
+
+class JobActive(DomainError, RuntimeError):
+    """The job has not finished yet (QUEUED or RUNNING) and the call needs a finished one."""
 
     code = "FAILED_PRECONDITION"
 
