@@ -69,6 +69,7 @@ class ServiceLimits:
     max_streams: int = 256
     max_page_jobs: int = 1000
     max_page_bytes: int = 1 * MiB
+    max_log_bytes: int = 4 * MiB          # a job's stored logs (coordinator.joblogs)
     check_memory: bool = True
 
     def __post_init__(self) -> None:
@@ -77,7 +78,8 @@ class ServiceLimits:
                                  ("--max-queued-per-principal", self.max_queued_per_principal, 1),
                                  ("--max-streams", self.max_streams, 1),
                                  ("--max-replicas-per-node", self.max_replicas_per_node, 0),
-                                 ("--max-page-bytes", self.max_page_bytes, 64 * KiB)):
+                                 ("--max-page-bytes", self.max_page_bytes, 64 * KiB),
+                                 ("--max-log-bytes", self.max_log_bytes, 4 * KiB)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{flag}: must be an integer ≥ {low}, got {value!r}")
         if not (isinstance(self.min_cpus_per_replica, (int, float)) and 0 < self.min_cpus_per_replica <= 1024):
@@ -87,7 +89,7 @@ class ServiceLimits:
     def from_flags(cls, args) -> "ServiceLimits":
         """From ``esgd serve``'s parsed flags (absent ones keep their defaults)."""
         names = {"max_spec_bytes", "min_cpus_per_replica", "max_replicas_per_node", "max_queued_jobs",
-                 "max_queued_per_principal", "max_streams", "max_page_bytes"}
+                 "max_queued_per_principal", "max_streams", "max_page_bytes", "max_log_bytes"}
         return cls(**{n: getattr(args, n) for n in names if getattr(args, n, None) is not None})
 
     @property

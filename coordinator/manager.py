@@ -49,6 +49,7 @@ from coordinator.init_from import resolve as resolve_init_from
 from coordinator.limits import ServiceLimits, cluster_nodes
 from coordinator.metrics import ServiceMetrics
 from coordinator.records import SUMMARY_KEYS, StoreListener, follow, pick, startup_report
+from coordinator.retention import delete_job
 from coordinator.rundir import RunDir
 from coordinator.runner import error_of, root_cause, start_runner
 from core.spec import JobSpec
@@ -277,6 +278,10 @@ class JobManager:
                 running.runner.resize.remote(replicas)
         return self.get(job_id)
 
+    def delete(self, job_id: str, principal=None) -> list[str]:
+        """Delete a finished job, its rows and files (coordinator.retention)."""
+        return delete_job(self, job_id, principal)
+
     def run_dir(self, job_id: str) -> RunDir:
         return RunDir(self.runs / job_id)
 
@@ -361,7 +366,7 @@ class JobManager:
                 if running.cancel.is_set():
                     raise _CancelledBeforeStart()
                 runner = running.runner = start_runner(running.spec.to_dict(), str(self.run_dir(job_id).path.resolve()),
-                                                       env=self.data_policy.env())
+                                                       env=self.data_policy.env(), log_bytes=self.limits.max_log_bytes)
             key, data, reused = self._dataset_of(runner)
             try:
                 info = ray.get(runner.start.remote(cancelled=running.cancel.is_set(),

@@ -126,6 +126,7 @@ class RayPool:
         threads = r.threads_per_replica or max(1, int(r.cpus_per_replica))
         device = "cuda" if gpus > 0 else "cpu"
         self.closed = False
+        self.on_log = None  # called with (replica id, lines) for each replica's captured output (worker.actor)
         self.placement_timeout_s = placement_timeout_s or r.placement_timeout_s
         self._new = lambda k: (ray.remote(ReplicaActor)
                                .options(num_cpus=r.cpus_per_replica, num_gpus=gpus, max_restarts=0)
@@ -212,6 +213,9 @@ class RayPool:
             except ray.exceptions.RayError as exc:
                 failures.append(ReplicaFailure(k, _root_cause(exc)))
                 continue
+            lines = stats.pop("log", None)
+            if lines and self.on_log is not None:
+                self.on_log(self.ids[k], lines)
             received += wire.nbytes
             state = comm.unpack_result(wire, anchors[k if len(anchors) > 1 else 0], dtype)
             results.append(RoundResult(k, state, stats))

@@ -19,6 +19,8 @@ one (:mod:`coordinator.warm`). Protocol:
   change, and last the end of the run). The loop waits at each record until the server has
   acknowledged storing it, so a checkpoint is never written ahead of the rounds before it —
   after a server crash, no completed round is missing from the job's history.
+* Its output and its replicas' (stdout, stderr, logging) go to ``logs.jsonl`` in the run
+  directory, tagged with replica and round, at most ``log_bytes`` (coordinator.joblogs).
 * ``stop()`` (server shutdown: checkpoint after this round), ``cancel()`` (kill the replicas
   now), ``resize(n)`` (at the next round boundary).
 
@@ -218,14 +220,17 @@ def _get(ref):
 
 @ray.remote(num_cpus=0, max_concurrency=4)
 class JobRunner:
-    def __init__(self, spec: dict, run_dir: str, env: dict | None = None):
+    def __init__(self, spec: dict, run_dir: str, env: dict | None = None, log_bytes: int | None = None):
         """``env``: the server's data policy (worker.data.roots.DataPolicy.env: the data roots
         and size caps), applied to this process before it reads any data. Passed explicitly
         rather than as a runtime_env, which would keep the job off the warm worker processes;
         on an external cluster this is how the roots reach the node that reads the data."""
         if env:
             os.environ.update(env)
+        from coordinator.joblogs import DEFAULT_MAX_BYTES, RunnerLog
+
         self.marks = {"process": _process_start_time(), "init": time.time()}
+        self.log = RunnerLog(run_dir, log_bytes or DEFAULT_MAX_BYTES)  # this process's output, from now on
         import torch
 
         self.marks["torch"] = time.time()
@@ -268,10 +273,15 @@ class JobRunner:
             rd = RunDir(self.run_dir)
             rd.prepare(spec, resume=True)
             self.metrics_log = MetricsLog(rd)
-            self.engine = build_engine(spec, rd, listeners=[self.metrics_log, self.outbox],
+            self.engine = build_engine(spec, rd, listeners=[self.metrics_log, self.log, self.outbox],
                                        dataset_ref=data[0] if data else None, marks=self.marks)
         except Exception as exc:  # noqa: BLE001 - reported as the job's error
+            self.log.file.write(-1, 0, "log", "ERROR", f"esgd.runner: the job could not start: {exc}")
             return {"error": error_of(exc)}
+        self.log.attach(self.engine)
+        self.log.file.write(-1, self.engine.t, "log", "INFO",
+                            f"esgd.runner: started {spec.strategy} {spec.model}/{spec.dataset.name} with "
+                            f"{self.engine.pool.size} replicas at round {self.engine.t} of {self.engine.total}")
         self.outbox.engine, self.rd = self.engine, rd
         if cancelled:
             self.cancelled.set()
@@ -307,7 +317,17 @@ class JobRunner:
         finally:
             engine.pool.shutdown()
             self.metrics_log.close()
+        self._log_end(end, engine.t)
         self.outbox.send("end", end, wait=False)
+
+    def _log_end(self, end: dict, rnd: int) -> None:
+        """The job's last log line, written before the server hears of the end (so a follower
+        that sees the job end has every line); the capture stops with it."""
+        what = {"succeeded": "finished", "stopped": "checkpointed for server shutdown", "cancelled": "cancelled",
+                "failed": f"failed: {end.get('error', {}).get('message', '')}"}[end["outcome"]]
+        self.log.file.write(-1, rnd, "log", "ERROR" if end["outcome"] == "failed" else "INFO",
+                            f"esgd.runner: {what} at round {rnd}")
+        self.log.close()
 
     def _flatness(self) -> dict:
         """The flatness report of the final model into the run directory; its headline numbers."""
@@ -342,10 +362,10 @@ def _safe_summary(engine) -> dict | None:
         return None
 
 
-def start_runner(spec: dict, run_dir: str, env: dict | None = None):
+def start_runner(spec: dict, run_dir: str, env: dict | None = None, log_bytes: int | None = None):
     """A JobRunner on this process's node (the run directory is on its disk); ``env``: the
     server's data policy for the process that reads the job's data (JobRunner)."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     node = ray.get_runtime_context().get_node_id()
-    return JobRunner.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(spec, run_dir, env)
+    return JobRunner.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(spec, run_dir, env, log_bytes)

@@ -29,13 +29,13 @@ Trust boundary (docs/security.md):
   concurrent CreateJobs cannot overshoot them.
 * The file and its WAL/SHM companions are mode 0600.
 
-Stores written before principals existed are migrated when opened (``PRAGMA user_version``
-0 → 2: the jobs table is rebuilt with ``owner`` = ``default`` for every old job); stores from
-before sweeps (2 → 3) gain the columns ``parent`` and ``sweep`` (coordinator.sweep_store).
+Older stores are migrated when opened (``PRAGMA user_version`` 0 → 2: ``owner`` =
+``default`` for every old job; 2 → 3: the sweep columns ``parent`` and ``sweep``).
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -45,7 +45,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.errors import RequestConflict, StoreError  # noqa: F401  (raised here; re-exported)
+from coordinator.store_retention import RetentionRows
 from coordinator.sweep_store import SweepRows
+
+log = logging.getLogger("esgd.jobs")
 
 STATES = ("QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED")
 TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
@@ -140,7 +143,7 @@ class Event:
     payload: dict = field(default_factory=dict)
 
 
-class JobStore(SweepRows):
+class JobStore(SweepRows, RetentionRows):
     def _row(self, row: sqlite3.Row) -> JobRecord:  # the sweep rows' mixin builds records with it
         return _record(row)
 
@@ -186,8 +189,7 @@ class JobStore(SweepRows):
 
     def _reader(self) -> sqlite3.Connection:
         """This thread's read connection. With WAL, readers see the last commit and never wait
-        for the writer (or for each other): 100 API clients polling jobs do not queue behind
-        a training job's per-round writes, and the writer does not queue behind them."""
+        for the writer or each other (100 pollers do not queue behind a job's writes)."""
         db = getattr(self._local, "db", None)
         if db is None:
             db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False, timeout=30)
@@ -304,8 +306,7 @@ class JobStore(SweepRows):
         with self._reading() as db:
             return db.execute("SELECT COALESCE(MAX(seq), 0) FROM events WHERE job_id = ?", (job_id,)).fetchone()[0]
 
-    def integrity_check(self) -> list[str]:
-        """``PRAGMA integrity_check``: ``["ok"]`` for a sound file, else what is wrong."""
+    def integrity_check(self) -> list[str]:  # ["ok"] for a sound file, else what is wrong
         with self._reading() as db:
             return [r[0] for r in db.execute("PRAGMA integrity_check").fetchall()]
 
@@ -315,11 +316,14 @@ class JobStore(SweepRows):
         """One transaction under the lock; any SQLite failure becomes a StoreError after a
         rollback, so a full disk fails this call and leaves the connection usable."""
         with self._lock:
+            self._states = []  # state events of this transaction: logged once it commits
             try:
                 with _Transaction(self._db):
                     yield
             except sqlite3.Error as exc:
                 raise StoreError(f"job store {self.path}: write failed: {exc}") from exc
+            for job_id, payload in self._states:  # the server log: one line per change of a job's state
+                log.info("job %s %s %s", job_id, payload.get("state"), payload.get("reason", ""))
 
     @contextmanager
     def _reading(self):
@@ -343,6 +347,7 @@ class JobStore(SweepRows):
                                (job_id,)).fetchone()[0]
         self._db.execute("INSERT INTO events (job_id, seq, time, kind, payload) VALUES (?, ?, ?, ?, ?)",
                          (job_id, seq, now, kind, json.dumps(payload)))
+        self._states += [(job_id, payload)] if kind == "state" else []  # logged by _writing on commit
         return seq
 
 
@@ -367,9 +372,8 @@ class _Transaction:
         return False
 
     def _rollback(self) -> None:
-        """After SQLITE_FULL or an I/O error SQLite may already have rolled back; a ROLLBACK
-        then fails harmlessly. What matters is that no transaction stays open: it would make
-        every later call fail with "cannot start a transaction within a transaction"."""
+        """No transaction may stay open (every later call would fail); after SQLITE_FULL or an
+        I/O error SQLite may have rolled back already, and this ROLLBACK fails harmlessly."""
         if self.db.in_transaction:
             try:
                 self.db.execute("ROLLBACK")

@@ -12,6 +12,7 @@ lower layers (the spec, the store, the manager) raise them without importing gRP
 | RequestConflict (a ``request_id`` reused for another spec) | ALREADY_EXISTS |
 | JobFinished (e.g. cancel a finished job) | FAILED_PRECONDITION |
 | JobNotRetryable (retry a job that is not FAILED or CANCELLED) | FAILED_PRECONDITION |
+| JobActive (e.g. delete a job that is queued or running) | FAILED_PRECONDITION |
 | ClusterUnavailable (Ray unreachable) | UNAVAILABLE |
 | StoreError (the job store unreadable or unwritable; nothing changed) | UNAVAILABLE |
 """
@@ -58,6 +59,9 @@ class JobFinished(DomainError, RuntimeError):
 
 class JobNotRetryable(DomainError, RuntimeError):
     """Only a FAILED or CANCELLED job can be retried."""
+
+class JobActive(DomainError, RuntimeError):
+    """The job has not finished yet (QUEUED or RUNNING) and the call needs a finished one."""
 
     code = "FAILED_PRECONDITION"
 

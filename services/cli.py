@@ -6,6 +6,7 @@
     esgd list [--state STATE] [--page-size N] [--page-token T] [--all]
     esgd get ID [--json] | watch ID | cancel ID | download ID -o FILE [--round N]
     esgd retry ID [--watch]   (a FAILED or CANCELLED job, again from its latest checkpoint)
+    esgd logs ID [--follow] [--replica N] [--tail N] | delete ID
 
 The client commands take --server (default $ESGD_SERVER or 127.0.0.1:50051), --token (default
 $ESGD_TOKEN) or --token-file, --tls-ca and --timeout.
@@ -66,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
     from services.commands import add_client_commands
     from services.history_commands import add_history_commands
+    from services.job_commands import add_job_commands
 
     add_client_commands(sub)
     from services.commands import follow
@@ -73,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_retry_command(sub, [connection_flags()], follow)
     add_history_commands(sub, [connection_flags()])
+    add_job_commands(sub, [connection_flags()])
     from reproduce.cli import add_reproduce_commands
 
     add_reproduce_commands(sub)

@@ -149,6 +149,21 @@ class JobClient:
         Idempotent, so safe to retry."""
         return self._unary("ScaleJob", jobs_pb2.ScaleJobRequest(name=job_name(name_or_id), replicas=replicas))
 
+    def delete_job(self, name_or_id: str) -> list[str]:
+        """Delete a finished job (rows and files; a sweep's trials with it): the names deleted.
+        FAILED_PRECONDITION for a queued or running job: cancel it first."""
+        return list(self._unary("DeleteJob", jobs_pb2.DeleteJobRequest(name=job_name(name_or_id))).deleted)
+
+    def logs(self, name_or_id: str, *, follow: bool = False, replica: int | None = None,
+             tail: int = 0) -> Iterator[jobs_pb2.JobLogs]:
+        """The job's log lines in :class:`JobLogs` messages (``dropped``: lines the server no
+        longer holds); with ``follow``, new lines until the job ends (no overall deadline)."""
+        req = jobs_pb2.StreamJobLogsRequest(name=job_name(name_or_id), follow=follow, tail=tail)
+        if replica is not None:
+            req.replica = replica
+        call = self._stub.StreamJobLogs(req, timeout=None if follow else self.timeout, metadata=self._metadata)
+        yield from self._stream(call, self.timeout, first_only=True)
+
     def _stream(self, call, idle: float | None, first_only: bool) -> Iterator:
         """A server stream's messages. A gRPC deadline would cut off a long stream, so instead a timer cancels
         the call when the server is silent ``idle`` seconds: before the first message, or between any two."""

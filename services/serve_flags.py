@@ -35,6 +35,16 @@ _cpus = number(float, "a number of CPUs such as 0.1", 0, 1024, low_open=True)
 _seconds = number(float, "a number of seconds such as 600", 0, 30 * 86400)
 
 
+def _days(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of days such as 30, got {text!r}") from None
+    if not 0 < value <= 36500:
+        raise argparse.ArgumentTypeError(f"must be in (0, 36500] days, got {value:g}")
+    return value
+
+
 def _bytes(text: str) -> int:
     from worker.data.limits import parse_size
 
@@ -87,4 +97,12 @@ def add_serve_command(sub) -> None:
     lim.add_argument("--max-streams", type=_count(1), metavar="N",
                      help="concurrent streams: watches, downloads, health watches (default 256)")
     lim.add_argument("--max-page-bytes", type=_bytes, metavar="SIZE", help="largest ListJobs page (default 1M)")
+    lim.add_argument("--max-log-bytes", type=_bytes, metavar="SIZE",
+                     help="a job's stored logs (runner and replicas); the oldest lines are dropped beyond it "
+                          "(default 4M, at least 4K)")
+    ret = serve.add_argument_group("retention (finished jobs: rows and files; on start and hourly)")
+    ret.add_argument("--retain-jobs", type=_count(0), metavar="N",
+                     help="keep only the newest N finished jobs (default: all)")
+    ret.add_argument("--retain-days", type=_days, metavar="D",
+                     help="remove finished jobs that ended more than D days ago (default: never)")
     serve.set_defaults(func=cmd_serve)

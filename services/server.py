@@ -217,6 +217,9 @@ def serve_main(args) -> int:
                          max_concurrent=args.max_concurrent_jobs, metrics=metrics,
                          ray_metrics_port=args.ray_metrics_port, limits=limits, data_policy=data_policy)
     manager.start()
+    from coordinator.retention import Retention
+
+    retention = Retention(manager, getattr(args, "retain_jobs", None), getattr(args, "retain_days", None)).start()  # a pass now, then hourly
     server = Server(manager, args.host, args.port, auth=auth, tls=tls, registry=metrics.registry,
                     api_nice=args.api_nice, limits=limits).start()
     if args.metrics_port:
@@ -233,6 +236,7 @@ def serve_main(args) -> int:
     print(f"esgd: serving on {args.host}:{server.port}", file=sys.stderr, flush=True)
     stop.wait()
     log.info("shutting down")
+    retention.stop()  # before the store closes
     server.stop()
     log.info("jobs checkpointed; stopping Ray")
     from coordinator.cluster import disconnect

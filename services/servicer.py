@@ -6,8 +6,8 @@ it, so a new error needs no change here.
 
 Policy lives in the manager (ownership, limits, admission) and coordinator.limits; this
 layer only names the caller (services.auth) and translates. Unary calls and the downloads are
-plain functions run in the server's thread pool; WatchJob is a coroutine on its event loop
-(services.watch), so watchers hold no thread.
+plain functions run in the server's thread pool; WatchJob and StreamJobLogs are coroutines on
+its event loop (services.watch, services.log_stream), so watchers and followers hold no thread.
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from services.api import jobs_pb2 as pb
 from services.api import jobs_pb2_grpc
 from services.auth import Authenticator
 from services.convert import decode_page_token, encode_page_token, job_to_proto, proto_to_spec_dict
+from services.log_stream import stream_logs
 
 CHUNK_BYTES = 1 << 20
 ARTIFACTS = ("flatness.json", "flatness.png", "metrics.jsonl", "summary.json", "spec.yaml")
@@ -140,6 +141,23 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
             yield pb.JobEvent(seq=0, snapshot=job_to_proto(snapshot))
         async for message in hub.follow(jid, after):  # converted once per event, for all watchers
             yield message
+
+    @mapped
+    async def StreamJobLogs(self, request, context):
+        if request.tail < 0:
+            raise SpecError("tail: must be >= 0 (0 = every stored line)", "tail")
+        if request.HasField("replica") and request.replica < -1:
+            raise SpecError("replica: -1 (the runner) or a replica index >= 0", "replica")
+        replica = request.replica if request.HasField("replica") else None
+        async for message in stream_logs(self.m, self.hub.in_pool, job_id(request.name), self._who(context),
+                                         replica=replica, tail=request.tail, follow=request.follow,
+                                         stopping=lambda: self.hub.stopping):
+            yield message
+
+    @mapped
+    def DeleteJob(self, request, context):
+        ids = self.m.delete(job_id(request.name), principal=self._who(context))
+        return pb.DeleteJobResponse(deleted=[f"jobs/{i}" for i in ids])
 
     @mapped
     def DownloadCheckpoint(self, request, context):

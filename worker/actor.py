@@ -15,13 +15,16 @@ import torch
 from core.spec import JobSpec
 from worker.data.datasets import Dataset
 from worker.langevin import InnerParams
+from worker.logcapture import Capture, LineBuffer
 from worker.replica import Replica
 
 
 class ReplicaActor:
     def __init__(self, spec: JobSpec, index: int, dataset: Dataset, threads: int, device: str):
         torch.set_num_threads(max(1, threads))
-        self.replica = Replica(spec, index, dataset, device)
+        self.output = LineBuffer()
+        with Capture(self.output):
+            self.replica = Replica(spec, index, dataset, device)
 
     def ready(self) -> dict:
         """Where this replica lives (shown to users as the job's placement)."""
@@ -33,10 +36,16 @@ class ReplicaActor:
                 "node_ip": ray.util.get_node_ip_address()}
 
     def run(self, anchor: np.ndarray, hp: InnerParams) -> tuple[np.ndarray, dict]:
-        return self.replica.run(anchor, hp)
+        with Capture(self.output):
+            wire, stats = self.replica.run(anchor, hp)
+        lines = self.output.drain()
+        if lines:
+            stats["log"] = lines
+        return wire, stats
 
     def get_state(self) -> dict:
         return self.replica.get_state()
 
     def set_state(self, state: dict) -> None:
-        self.replica.set_state(state)
+        with Capture(self.output):  # returned with the next round's lines
+            self.replica.set_state(state)

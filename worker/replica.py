@@ -23,6 +23,7 @@ replicas in one process (tests, LocalPool) are as independent and reproducible a
 """
 from __future__ import annotations
 
+import logging
 import time
 
 import numpy as np
@@ -35,6 +36,9 @@ from worker.data.stream import BatchStream
 from worker.flat import FlatState
 from worker.langevin import InnerParams, adam_inner_step, add_coupling, langevin_step
 from worker.models import build_model, error_count, target_count, task_loss
+
+
+log = logging.getLogger("esgd.replica")
 
 
 def replica_seed(job_seed: int, index: int) -> int:
@@ -59,12 +63,18 @@ class Replica:
         self.anchor = torch.empty(self.flat.num_params, device=self.device)
         self.mu = torch.empty(self.flat.size, device=self.device)
         self.momentum_buffer: torch.Tensor | None = None
+        self._announced = False
         self.adam_state: dict | None = None  # {"step", "exp_avg", "exp_avg_sq"} once Adam has stepped
 
     def run(self, anchor: np.ndarray | torch.Tensor, hp: InnerParams) -> tuple[np.ndarray, dict]:
         """Run ``hp.steps`` Langevin steps from ``anchor`` (in ``comm.dtype``'s wire format);
         return ``[μ | buffers]`` in that format (a 16-bit one: the displacement) and stats."""
         start = time.perf_counter()
+        if not self._announced:  # one line per replica process: where it runs, on what
+            self._announced = True
+            log.info("replica %d: %d parameters on %s, %d training samples, batch %d, %d inner steps per round, "
+                     "stream at batch %d", self.index, self.flat.num_params, self.device, self.dataset.num_train,
+                     self.stream.batch_size, hp.steps, self.stream.drawn)
         anchor = comm.decode(anchor, self.comm_dtype)
         self.flat.load(anchor)
         x_prime = self.flat.params

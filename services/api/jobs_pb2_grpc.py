@@ -79,6 +79,16 @@ class JobServiceStub:
                 request_serializer=esgd_dot_v1_dot_jobs__pb2.RetryJobRequest.SerializeToString,
                 response_deserializer=esgd_dot_v1_dot_jobs__pb2.Job.FromString,
                 _registered_method=True)
+        self.StreamJobLogs = channel.unary_stream(
+                '/esgd.v1.JobService/StreamJobLogs',
+                request_serializer=esgd_dot_v1_dot_jobs__pb2.StreamJobLogsRequest.SerializeToString,
+                response_deserializer=esgd_dot_v1_dot_jobs__pb2.JobLogs.FromString,
+                _registered_method=True)
+        self.DeleteJob = channel.unary_unary(
+                '/esgd.v1.JobService/DeleteJob',
+                request_serializer=esgd_dot_v1_dot_jobs__pb2.DeleteJobRequest.SerializeToString,
+                response_deserializer=esgd_dot_v1_dot_jobs__pb2.DeleteJobResponse.FromString,
+                _registered_method=True)
 
 
 class JobServiceServicer:
@@ -140,6 +150,22 @@ class JobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamJobLogs(self, request, context):
+        """The job's runner and replica output (stdout, stderr, logging), tagged with replica and round;
+        with follow, new lines until the job ends.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteJob(self, request, context):
+        """Remove a finished job: its rows (job, events; a sweep's trials) and its files (run directory,
+        checkpoints, logs). A QUEUED or RUNNING job: FAILED_PRECONDITION (cancel it first).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -187,6 +213,16 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.RetryJob,
                     request_deserializer=esgd_dot_v1_dot_jobs__pb2.RetryJobRequest.FromString,
                     response_serializer=esgd_dot_v1_dot_jobs__pb2.Job.SerializeToString,
+            ),
+            'StreamJobLogs': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamJobLogs,
+                    request_deserializer=esgd_dot_v1_dot_jobs__pb2.StreamJobLogsRequest.FromString,
+                    response_serializer=esgd_dot_v1_dot_jobs__pb2.JobLogs.SerializeToString,
+            ),
+            'DeleteJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteJob,
+                    request_deserializer=esgd_dot_v1_dot_jobs__pb2.DeleteJobRequest.FromString,
+                    response_serializer=esgd_dot_v1_dot_jobs__pb2.DeleteJobResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -432,6 +468,60 @@ class JobService:
             '/esgd.v1.JobService/RetryJob',
             esgd_dot_v1_dot_jobs__pb2.RetryJobRequest.SerializeToString,
             esgd_dot_v1_dot_jobs__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamJobLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/esgd.v1.JobService/StreamJobLogs',
+            esgd_dot_v1_dot_jobs__pb2.StreamJobLogsRequest.SerializeToString,
+            esgd_dot_v1_dot_jobs__pb2.JobLogs.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/esgd.v1.JobService/DeleteJob',
+            esgd_dot_v1_dot_jobs__pb2.DeleteJobRequest.SerializeToString,
+            esgd_dot_v1_dot_jobs__pb2.DeleteJobResponse.FromString,
             options,
             channel_credentials,
             insecure,
