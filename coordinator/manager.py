@@ -8,12 +8,16 @@
   the first job for the same spec, and is ALREADY_EXISTS for another.
 * Jobs belong to principals: another principal's job is NOT_FOUND (``get``, ``cancel``,
   ``scale``, ``list_jobs``); admins see every job.
-* A scheduler thread starts queued jobs in order while the cluster has free CPUs (each job
-  needs ``replicas × cpus_per_replica``) and fewer than ``max_concurrent`` run.
+* The scheduler (coordinator.scheduler) starts queued jobs in order while the cluster has room
+  (``cpus_needed``: the one capacity rule) and fewer than ``max_concurrent`` run.
 * Each running job's round loop runs in a :class:`coordinator.runner.JobRunner` actor on this
-  node (its own process, so API calls and the loop never share a GIL); a thread here stores
-  what it reports: every round, evaluation and state change is written to the store (and wakes
-  watchers) before it is shown, and before the loop goes on.
+  node (its own process, so API calls and the loop never share a GIL); a thread here
+  (coordinator.job_run; a sweep: coordinator.sweep_runner) stores what it reports: every
+  round, evaluation and state change is written to the store (and wakes watchers) before it is
+  shown, and before the loop goes on.
+* This class is the facade the servicer calls: the calls below, plus ``record``, ``events``,
+  ``last_seq`` and ``wait_for_change`` for watchers; nothing outside reaches into its store or
+  its condition variable.
 * ``cancel`` has the runner kill the job's replica actors at once, so a long round stops promptly and its
   resources return to Ray; the job ends CANCELLED with a checkpoint of its last full round. A job
   still starting (its runner building the engine: data loading, replicas waiting for placement
@@ -39,39 +43,23 @@ import json
 import logging
 import socket
 import threading
-import time
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.errors import CapacityError, ClusterUnavailable, JobFinished, JobNotFound, SpecError
 from coordinator.init_from import resolve as resolve_init_from
 from coordinator.limits import ServiceLimits, cluster_nodes
 from coordinator.metrics import ServiceMetrics
-from coordinator.records import SUMMARY_KEYS, StoreListener, follow, pick, startup_report
 from coordinator.retention import delete_job
 from coordinator.rundir import RunDir
-from coordinator.runner import error_of, root_cause, start_runner
+from coordinator.scheduler import Scheduler, cpus_needed
 from core.spec import JobSpec
-from coordinator.store import DEFAULT_OWNER, TERMINAL, JobRecord, JobStore, QueueFull, StoreError
-from coordinator.sweep_runner import run_sweep_job
-from core.sweep_spec import footprint, trial_specs
+from coordinator.store import DEFAULT_OWNER, TERMINAL, JobRecord, JobStore, QueueFull
+from core.sweep_spec import trial_specs
 
 log = logging.getLogger("esgd.manager")
 
 SCALABLE = ("parle", "elastic-sgd", "entropy-sgd")  # sgd's K is its batch: scaling would change the method
-
-
-@dataclass
-class _Running:
-    spec: JobSpec
-    cpus: float
-    cancel: threading.Event = field(default_factory=threading.Event)
-    runner: object | None = None  # the JobRunner actor handle
-    procs: int = 0  # replica processes it holds (a sweep: its concurrent trials'); 0: spec.replicas
-    started: bool = False  # the runner's engine is built and its loop runs
-    thread: threading.Thread | None = None
-    startup: dict | None = None  # start-up steps, logged with the first stored round
 
 
 class JobManager:
@@ -95,11 +83,11 @@ class JobManager:
             metrics.watch_store(self.store.counts)
         self.resources: dict | None = None
         self.cluster_error: str | None = None
-        self.changed = threading.Condition()
-        self._running: dict[str, _Running] = {}
-        self._lock = threading.RLock()
-        self._stopping = threading.Event()
-        self._scheduler: threading.Thread | None = None
+        self.changed = threading.Condition()  # notified on every store write (wait_for_change)
+        self.running: dict = {}  # job id → coordinator.scheduler.Running, under ``lock``: the ledger
+        self.lock = threading.RLock()
+        self.stopping_event = threading.Event()
+        self.scheduler = Scheduler(self)
         self.warm = None  # coordinator.warm.WarmWorkers: idle preloaded worker processes on this node
         self.datasets = None  # coordinator.warm.DatasetCache: each dataset put once
 
@@ -110,8 +98,7 @@ class JobManager:
         for rec in self.store.in_states(("RUNNING",), trials=False):  # a sweep's trials: its runner's
             self.store.update(rec.id, state="QUEUED", restarts=rec.restarts + 1,
                               event=("state", {"state": "QUEUED", "reason": "server restarted; resuming from checkpoint"}))
-        self._scheduler = threading.Thread(target=self._schedule_loop, name="esgd-scheduler", daemon=True)
-        self._scheduler.start()
+        self.scheduler.start()
 
     def _connect(self) -> None:
         from coordinator import warm
@@ -141,21 +128,20 @@ class JobManager:
 
     def shutdown(self, timeout: float = 60.0) -> None:
         """Stop scheduling; running jobs checkpoint after their round and stay RUNNING."""
-        self._stopping.set()
-        self._notify()
+        self.stopping_event.set()
+        self.notify()
         if self.warm is not None:
             self.warm.stop()
-        with self._lock:
-            threads = [r.thread for r in self._running.values() if r.thread]
+        with self.lock:
+            threads = [r.thread for r in self.running.values() if r.thread]
         for t in threads:
             t.join(timeout)
-        if self._scheduler is not None:
-            self._scheduler.join(timeout)  # it reads the store: never close it under a query (a segfault in sqlite)
+        self.scheduler.join(timeout)  # it reads the store: never close it under a query (a segfault in sqlite)
         self.store.close()
 
     @property
     def stopping(self) -> bool:
-        return self._stopping.is_set()
+        return self.stopping_event.is_set()
 
     # ----- API ---------------------------------------------------------------------------------
     def create(self, spec_data: dict, request_id: str | None = None, *, principal=None,
@@ -185,7 +171,7 @@ class JobManager:
                 f"({'--max-queued-per-principal' if mine else '--max-queued-jobs'}); retry once some have "
                 "started, or cancel some", "queue") from None
         if created:
-            self._notify()
+            self.notify()
         return rec
 
     def check_data(self, spec: JobSpec) -> None:
@@ -215,13 +201,13 @@ class JobManager:
         rec = self.get(job_id, principal)
         if rec.state in TERMINAL:
             raise JobFinished(f"job {job_id} already {rec.state}; only QUEUED or RUNNING jobs can be cancelled")
-        with self._lock:
-            running = self._running.get(job_id)
+        with self.lock:
+            running = self.running.get(job_id)
             if running is None:
                 if self.store.set_state(job_id, "CANCELLED", "cancelled before it started", cancel_requested=1) is None:
                     rec = self.get(job_id)
                     raise JobFinished(f"job {job_id} already {rec.state}; only QUEUED or RUNNING jobs can be cancelled")
-                self._notify()
+                self.notify()
                 return self.get(job_id)
             running.cancel.set()
             self.store.update(job_id, cancel_requested=1)
@@ -257,18 +243,18 @@ class JobManager:
         resources = self._cluster()
         new.check_capacity(resources.get("CPU", 0.0), resources.get("GPU", 0.0))
         self.limits.admit(new, self.nodes)
-        with self._lock:
-            running = self._running.get(job_id)
+        with self.lock:
+            running = self.running.get(job_id)
             if running is None or not running.started:
                 if running is not None:
                     raise JobFinished(f"job {job_id} is starting; scale it once its first round has begun")
-                self._write(job_id, spec=new.to_dict(),
+                self.write(job_id, spec=new.to_dict(),
                             event=("replica", {"replica": -1, "round": 0, "kind": "resized",
                                                "cause": f"scaled from {spec.replicas} to {replicas} before it started",
                                                "replicas": replicas}))
             else:
-                others = sum(r.cpus for jid, r in self._running.items() if jid != job_id)
-                need = replicas * spec.resources.cpus_per_replica
+                others, _ = self.scheduler.in_use(exclude=job_id)
+                need, _ = cpus_needed(new, resources.get("CPU", 0.0))
                 if others + need > resources.get("CPU", 0.0) + 1e-9:
                     raise CapacityError(
                         f"replicas: {replicas} replicas need {need:g} CPUs but only "
@@ -300,182 +286,37 @@ class JobManager:
             raise ClusterUnavailable(self.cluster_error or "the Ray cluster is not connected")
         return self.resources
 
-    def _schedule_loop(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                self._start_ready_jobs()
-            except Exception:  # noqa: BLE001 - the scheduler must outlive any one job
-                log.exception("scheduler error")
-            with self.changed:
-                self.changed.wait(timeout=1.0)
-
-    def _start_ready_jobs(self) -> None:
-        if self.resources is None:
-            return
-        self._requeue_orphans()
-        for rec in self.store.in_states(("QUEUED",), trials=False):
-            if self._stopping.is_set():
-                return
-            spec = JobSpec.parse(rec.spec)
-            need, own = spec.replicas * spec.resources.cpus_per_replica, spec.replicas
-            if spec.sweep is not None:  # the trials it runs at once (core.sweep_spec.footprint)
-                _, need, own = footprint(spec, self.resources.get("CPU", 0.0))
-            with self._lock:
-                used = sum(r.cpus for r in self._running.values())
-                procs = sum(r.procs or r.spec.replicas for r in self._running.values())
-                full = self.max_concurrent and len(self._running) >= self.max_concurrent
-                crowded = self._process_cap() and procs + own > self._process_cap()
-                if full or crowded or used + need > self.resources.get("CPU", 0.0) + 1e-9:
-                    return  # first come, first served: wait for room
-                if self.store.get(rec.id).state != "QUEUED":
-                    continue  # cancelled meanwhile
-                running = _Running(spec, need, procs=own)
-                self._running[rec.id] = running
-                self._write(rec.id, state_change=("RUNNING", "started"))
-            target, args = ((run_sweep_job, (self, rec.id, running)) if spec.sweep is not None
-                            else (self._run, (rec.id, running)))
-            running.thread = threading.Thread(target=target, args=args, name=f"job-{rec.id}", daemon=True)
-            running.thread.start()
-
-    def _process_cap(self) -> int:
-        """Replica processes the cluster may host at once (--max-replicas-per-node, summed)."""
-        return sum(self.limits.replicas_per_node(n["cpus"]) for n in self.nodes)
-
-    def _requeue_orphans(self) -> None:
-        """A job RUNNING in the store with no thread here lost its thread to a store write
-        error (disk full): once the store takes writes again, queue it to resume from its
-        latest checkpoint, as after a server restart. Nothing is lost, nothing is run twice."""
-        if self._stopping.is_set():
-            return  # jobs stay RUNNING on shutdown on purpose: the next start resumes them
-        with self._lock:
-            orphans = [rec for rec in self.store.in_states(("RUNNING",), trials=False) if rec.id not in self._running]
-            for rec in orphans:
-                self.store.update(rec.id, state="QUEUED", restarts=rec.restarts + 1,
-                                  event=("state", {"state": "QUEUED",
-                                                   "reason": "resuming from checkpoint after a job-store write error"}))
-
-    # ----- one job ---------------------------------------------------------------------------
-    def _run(self, job_id: str, running: _Running) -> None:
-        """Start the job's runner, store what it reports until its run ends, then end the job."""
-        import ray
-
-        runner = None
-        try:
-            t0 = time.time()
-            with self._lock:  # a cancel from now on sees the runner (and kills it while it starts)
-                if running.cancel.is_set():
-                    raise _CancelledBeforeStart()
-                runner = running.runner = start_runner(running.spec.to_dict(), str(self.run_dir(job_id).path.resolve()),
-                                                       env=self.data_policy.env(), log_bytes=self.limits.max_log_bytes)
-            key, data, reused = self._dataset_of(runner)
-            try:
-                info = ray.get(runner.start.remote(cancelled=running.cancel.is_set(),
-                                                   data=None if data is None else [data]))
-            except BaseException:
-                if key is not None:
-                    self.datasets.discard(key, data)  # e.g. the runner died loading it
-                raise
-            finally:
-                self._poke_warm()  # the runner and the replicas took idle worker processes
-            if key is not None:
-                if "error" in info or info.get("timings", {}).get("data_fallback"):
-                    self.datasets.discard(key, data)  # the next job on this data loads it again
-                else:
-                    self.datasets.sized(key, data, info.get("dataset_bytes", 0))
-            if "timings" in info:
-                running.startup = startup_report(t0, reused, info["timings"])
-            if "error" in info:
-                if running.cancel.is_set():
-                    self._finish(job_id, "CANCELLED", "cancelled by user")
-                else:
-                    self._finish(job_id, "FAILED", "failed", error=info["error"])
-                return
-            running.started = True
-            listeners = [StoreListener(self, job_id, info["total"])]
-            if self.metrics is not None:
-                listeners.append(self.metrics.listener(job_id))
-                self.metrics.replicas.labels(job_id).set(info["replicas"])
-            self._write(job_id, replicas=info["placement"])
-            end = follow(runner, listeners, self._stopping)
-            self._end(job_id, running, end)
-        except Exception as exc:  # noqa: BLE001 - every failure is recorded on the job
-            if isinstance(exc, StoreError) and not running.cancel.is_set():
-                # the store cannot take the job's record: leave it RUNNING there; the scheduler
-                # requeues it from its checkpoint once the store takes writes again
-                log.error("job %s stopped: job store write failed (%s); it resumes when the store is writable",
-                          job_id, exc)
-            elif running.cancel.is_set():
-                self._finish(job_id, "CANCELLED", "cancelled by user")
-            else:
-                self._finish(job_id, "FAILED", "failed", error=error_of(root_cause(exc)))
-        finally:
-            if runner is not None:
-                ray.kill(runner)  # its loop has ended (or must): the replicas it owns go with it
-            with self._lock:
-                self._running.pop(job_id, None)
-            self._notify()
-            self._poke_warm()
-
-    def _dataset_of(self, runner) -> tuple:
-        """(key, reference, reused): the job's dataset from the cache, or the reference of the
-        runner loading it (cached from now on: a job starting meanwhile waits for the same
-        load); (None, None, False) when it is not cached — the runner loads it itself."""
-        import ray
-
-        if self.datasets is None:
-            return None, None, False
-        key = ray.get(runner.dataset_key.remote())  # read where the data is, not here
-        if key is None:
-            return None, None, False
-        with self._lock:
-            ref = self.datasets.get(key)
-            if ref is not None:
-                return key, ref, True
-            ref = runner.load_data.remote()  # owned by this process: it outlives the runner
-            self.datasets.put(key, ref)
-        return key, ref, False
-
     def _jobs_starting(self) -> bool:
-        return any(not r.started for r in list(self._running.values()))
+        return any(not r.started for r in list(self.running.values()))
 
-    def _poke_warm(self) -> None:
+    def poke_warm(self) -> None:
         if self.warm is not None:
             self.warm.poke()
 
-    def _end(self, job_id: str, running: _Running, end: dict) -> None:
-        outcome, summary = end["outcome"], end.get("summary")
-        if outcome == "cancelled" or (running.cancel.is_set() and outcome == "failed"):
-            self._finish(job_id, "CANCELLED", "cancelled by user", summary=summary)
-        elif outcome == "stopped":
-            log.info("job %s checkpointed at round %s for server shutdown", job_id, summary["rounds"])
-        elif outcome == "succeeded":
-            if end.get("flatness") and self.metrics is not None:
-                self.metrics.listener(job_id).on_flatness(end["flatness"])
-            self._finish(job_id, "SUCCEEDED", "finished", summary=summary)
-        else:
-            self._finish(job_id, "FAILED", "failed", error=end["error"])
+    # ----- for watchers: the job's record and events, and a signal on every change --------------
+    def record(self, job_id: str) -> JobRecord | None:
+        """The stored job, unchecked (the caller checked who asks, e.g. with :meth:`get`)."""
+        return self.store.get(job_id)
 
-    def _finish(self, job_id: str, state: str, reason: str, summary: dict | None = None,
-                error: dict | None = None) -> None:
-        """The run's summary or error and its final state, in one transaction, and only if the
-        job is not terminal yet (a cancel may have ended it first: then nothing is written)."""
-        s = pick(summary, SUMMARY_KEYS) if summary is not None else None
-        if self.store.finish(job_id, state, reason, summary=s, error=error) is None:
-            log.info("job %s: not %s, it had already ended", job_id, state)
-            state = self.store.get(job_id).state
-        if self.metrics is not None:  # its end time now, its series gone after --metrics-retention
-            self.metrics.job_finished(job_id, state)
-        self._notify()
+    def events(self, job_id: str, after: int, limit: int) -> list:
+        return self.store.events(job_id, after, limit=limit)
+
+    def last_seq(self, job_id: str) -> int:
+        return self.store.last_seq(job_id)
+
+    def wait_for_change(self, timeout: float) -> None:
+        with self.changed:
+            self.changed.wait(timeout=timeout)
 
     # ----- store writes + wake-ups -------------------------------------------------------------
-    def _write(self, job_id: str, *, state_change: tuple[str, str] | None = None, **columns) -> None:
+    def write(self, job_id: str, *, state_change: tuple[str, str] | None = None, **columns) -> None:
         if state_change:
             self.store.set_state(job_id, state_change[0], state_change[1], **columns)
         else:
             self.store.update(job_id, **columns)
-        self._notify()
+        self.notify()
 
-    def _notify(self) -> None:
+    def notify(self) -> None:
         with self.changed:
             self.changed.notify_all()
 
@@ -488,10 +329,6 @@ def _reachable(address: str, timeout: float = 3.0) -> bool:
             return True
     except (OSError, ValueError):
         return False
-
-
-class _CancelledBeforeStart(Exception):
-    """The job was cancelled before its runner was created."""
 
 
 def _owner(principal) -> str:

@@ -40,8 +40,8 @@ class StoreListener:
 
     def on_round(self, record: dict) -> None:
         progress = {**pick(record, PROGRESS_KEYS), "total_rounds": self.total}
-        self.m._write(self.job_id, progress=progress, event=("progress", progress))
-        running = self.m._running.get(self.job_id)
+        self.m.write(self.job_id, progress=progress, event=("progress", progress))
+        running = self.m.running.get(self.job_id)
         if running is not None and running.startup is not None:
             startup, running.startup = running.startup, None
             startup.update(first_round=round(time.time() - startup.pop("t0"), 3), round_s=round(record["round_s"], 3))
@@ -49,30 +49,30 @@ class StoreListener:
 
     def on_eval(self, record: dict) -> None:
         ev = pick(record, EVAL_KEYS)
-        self.m._write(self.job_id, last_eval=ev, event=("evaluation", ev))
+        self.m.write(self.job_id, last_eval=ev, event=("evaluation", ev))
 
     def on_checkpoint(self, path: Path, step: int) -> None:
-        self.m._write(self.job_id, checkpoint_round=step)
+        self.m.write(self.job_id, checkpoint_round=step)
 
     def on_checkpoint_failed(self, record: dict) -> None:
         """A checkpoint write that failed but that training survives becomes an ``error`` event
         (code STORAGE) without touching the job's error column: the job is still healthy. A
         fatal failure is left to the job's own FAILED error, so it is not reported twice."""
         if not record["fatal"]:
-            self.m._write(self.job_id, event=("error", {"code": "STORAGE", "message": record["message"], "replica": -1,
+            self.m.write(self.job_id, event=("error", {"code": "STORAGE", "message": record["message"], "replica": -1,
                                                         "round": record["round"], "root_cause": record["cause"]}))
 
     def on_replica_change(self, record: dict, placement: list[dict], spec_data: dict) -> None:
         columns = {}
-        running = self.m._running[self.job_id]
+        running = self.m.running[self.job_id]
         if record["kind"] in ("restarted", "added", "removed"):  # new actors may live elsewhere
             columns["replicas"] = placement
-            self.m._poke_warm()  # new replicas took idle worker processes
+            self.m.poke_warm()  # new replicas took idle worker processes
         if record["kind"] in ("added", "removed"):  # the stored spec says what runs now
             spec = JobSpec.parse(spec_data)
             running.spec, running.cpus = spec, spec.replicas * spec.resources.cpus_per_replica
             columns["spec"] = spec_data
-        self.m._write(self.job_id, event=("replica", record), **columns)
+        self.m.write(self.job_id, event=("replica", record), **columns)
 
 
 def drain(runner, handle, stopping) -> dict:

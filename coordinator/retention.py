@@ -43,15 +43,15 @@ def delete_job(manager, job_id: str, principal=None) -> list[str]:
 
 
 def _delete(manager, job_id: str) -> list[str]:
-    with manager._lock:  # its follower thread may still be stopping the runner that writes its files
-        if job_id in manager._running:
+    with manager.lock:  # its follower thread may still be stopping the runner that writes its files
+        if job_id in manager.running:
             raise JobActive(f"job {job_id} has ended but its runner is still stopping; retry in a few seconds")
         ids = manager.store.delete_finished(job_id)
     if not ids:  # it became active again (not expected: terminal states are final) or is gone
         raise JobNotFound(f"job {job_id!r} not found")
     for jid in ids:
         remove_files(manager, jid)
-    manager._notify()
+    manager.notify()
     log.info("job %s deleted%s", job_id, f" with its {len(ids) - 1} trials" if len(ids) > 1 else "")
     return ids
 

@@ -94,7 +94,7 @@ def run_sweep_job(m, job_id: str, running) -> None:
 
     runner, rec = None, Recorder(m, job_id, running.spec, cancel=running.cancel)
     try:
-        with m._lock:  # a cancel from now on sees the runner and kills it
+        with m.lock:  # a cancel from now on sees the runner and kills it
             if running.cancel.is_set():
                 raise _Cancelled()
             runner = running.runner = start_sweep_runner(job_id, running.spec.to_dict(), str(m.runs.resolve()),
@@ -102,18 +102,18 @@ def run_sweep_job(m, job_id: str, running) -> None:
         rec.close_leftovers("CANCELLED", "its sweep was restarted (server restart); the sweep runs again")
         ray.get(runner.start.remote())
         running.started = True
-        rec.end(drain(runner, rec.handle, m._stopping), running)
+        rec.end(drain(runner, rec.handle, m.stopping_event), running)
     except Exception as exc:  # noqa: BLE001 - every failure is recorded on the sweep
         if running.cancel.is_set():
             rec.cancelled()
-        elif not m._stopping.is_set():
+        elif not m.stopping_event.is_set():
             rec.fail(error_of(root_cause(exc)))
     finally:
         if runner is not None:
             _kill(runner)  # its trials, their placement groups and replicas go with it
-        with m._lock:
-            m._running.pop(job_id, None)
-        m._notify()
+        with m.lock:
+            m.running.pop(job_id, None)
+        m.notify()
 
 
 class _Cancelled(Exception):
@@ -172,7 +172,7 @@ class Recorder:
         progress = {**(r.get("progress") or {}), "round": r.get("round", 0), "epoch": r.get("epoch", 0.0),
                     "total_rounds": r.get("total_rounds", 0)}
         info = {"trial_id": cid.removeprefix(self.id + "-"), "config": self.configs.get(cid, {}), "value": value}
-        self.m._write(cid, progress=progress, last_eval=ev, checkpoint_round=r.get("checkpoint_round", 0),
+        self.m.write(cid, progress=progress, last_eval=ev, checkpoint_round=r.get("checkpoint_round", 0),
                       sweep=info, event=("evaluation", ev))
         if value is not None:  # the best last value of any trial (Tune's scope="last"), ties: the first
             self.values[cid] = value
@@ -208,7 +208,7 @@ class Recorder:
                      "value": p.get("value") or 0.0})
 
     def _event(self, payload: dict) -> None:
-        self.m._write(self.id, sweep=self.standing, event=("trial", payload))
+        self.m.write(self.id, sweep=self.standing, event=("trial", payload))
 
     def end(self, end: dict, running) -> None:
         if running.cancel.is_set():
@@ -226,25 +226,25 @@ class Recorder:
         summary = (self.m.store.get(best).summary or None)
         self.m.store.finish(self.id, "SUCCEEDED", f"finished; best trial {best} ({self.standing['metric']} "
                             f"{self.standing['best_value']:.4g})", summary=summary, sweep=self.standing)
-        self.m._notify()
+        self.m.notify()
         return None
 
     def fail(self, error: dict) -> None:
         self.close_leftovers("CANCELLED", "its sweep failed")
         self.m.store.finish(self.id, "FAILED", "failed", error=error, sweep=self.standing)
-        self.m._notify()
+        self.m.notify()
 
     def cancelled(self) -> None:
         self.close_leftovers("CANCELLED", "its sweep was cancelled")
         self.m.store.finish(self.id, "CANCELLED", "cancelled by user", sweep=self.standing)
-        self.m._notify()
+        self.m.notify()
 
     def close_leftovers(self, state: str, reason: str) -> None:
         """End every trial of this sweep that has not ended (the store keeps terminal ones)."""
         for child in self.m.store.children(self.id):
             if child.state not in ("SUCCEEDED", "FAILED", "CANCELLED"):
                 self.m.store.finish(child.id, state, reason, summary=_summary_of(self.results.get(child.id, {})))
-        self.m._notify()
+        self.m.notify()
 
 
 def _summary_of(r: dict) -> dict | None:

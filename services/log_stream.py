@@ -49,6 +49,6 @@ async def stream_logs(manager, in_pool, job_id: str, principal, *, replica: int 
         if not follow or done or stopping():
             return
         await asyncio.sleep(POLL_S)
-        rec = await in_pool(manager.store.get, job_id)  # the state first, then the lines written before it
+        rec = await in_pool(manager.record, job_id)  # the state first, then the lines written before it
         done = rec is None or rec.state in TERMINAL
         lines = [r for r in await in_pool(cursor.read) if matches(r, replica)]

@@ -136,7 +136,7 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
             await hub.in_pool(functools.partial(self.m.get, jid, principal=who))
             after = request.after_seq
         else:
-            after = await hub.in_pool(self.m.store.last_seq, jid)  # read before the snapshot: nothing falls between
+            after = await hub.in_pool(self.m.last_seq, jid)  # read before the snapshot: nothing falls between
             snapshot = await hub.in_pool(functools.partial(self.m.get, jid, principal=who))
             yield pb.JobEvent(seq=0, snapshot=job_to_proto(snapshot))
         async for message in hub.follow(jid, after):  # converted once per event, for all watchers

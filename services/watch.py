@@ -6,7 +6,7 @@ the stream's whole life, so N watchers held N threads, and a few hundred idle da
 could take every thread the API had. Here a watcher costs a coroutine and a subscription.
 
 * :class:`WatchHub` keeps one :class:`JobFeed` per watched job. Its notifier thread waits on
-  the manager's ``changed`` condition (notified on every store write; a 1 s poll as backstop),
+  the manager's change signal (``wait_for_change``: every store write; a 1 s poll as backstop),
   reads each watched job's new events once — one query per job, however many watch it — and
   hands them to the loop, which wakes that job's watchers.
 * A feed buffers the last :data:`FEED_KEEP` events. A watcher behind the buffer (a replay
@@ -107,8 +107,7 @@ class WatchHub:
 
     def stop(self) -> None:
         self._stop.set()
-        with self.m.changed:
-            self.m.changed.notify_all()
+        self.m.notify()
         if self._thread is not None:
             self._thread.join(10)
         for feed in list(self.feeds.values()):
@@ -126,8 +125,7 @@ class WatchHub:
         behind = False  # a job had more new events than one read: read again at once
         while not self.stopping:
             if not behind:
-                with self.m.changed:
-                    self.m.changed.wait(timeout=POLL_S)
+                self.m.wait_for_change(POLL_S)
             if self.stopping:
                 return
             with self._lock:
@@ -151,13 +149,13 @@ class WatchHub:
     def _read(self, job_id: str, last: int) -> tuple[list[Event], bool]:
         """New events after ``last`` and whether the job has ended (read after its events, then
         the events again: the final ones are committed with the terminal state)."""
-        events = self.m.store.events(job_id, last, limit=FEED_KEEP)
+        events = self.m.events(job_id, last, limit=FEED_KEEP)
         if len(events) == FEED_KEEP:
             return events, False  # more to come: the next pass (no wait when there is news)
-        rec = self.m.store.get(job_id)
+        rec = self.m.record(job_id)
         if rec is None or rec.state not in TERMINAL:
             return events, False
-        tail = self.m.store.events(job_id, events[-1].seq if events else last, limit=FEED_KEEP)
+        tail = self.m.events(job_id, events[-1].seq if events else last, limit=FEED_KEEP)
         return events + tail, True
 
     # ----- the watchers (coroutines on the loop) -------------------------------------------------
@@ -167,14 +165,13 @@ class WatchHub:
     async def subscribe(self, job_id: str) -> JobFeed:
         feed = self.feeds.get(job_id)
         if feed is None:
-            base = await self.in_pool(self.m.store.last_seq, job_id)
+            base = await self.in_pool(self.m.last_seq, job_id)
             feed = self.feeds.get(job_id)  # another watcher may have made it meanwhile
             if feed is None:
                 feed = JobFeed(job_id, base)
                 with self._lock:
                     self.feeds[job_id] = feed
-                with self.m.changed:  # read its state now, not at the next write
-                    self.m.changed.notify_all()
+                self.m.notify()  # read its state now, not at the next write
         feed.watchers += 1
         return feed
 
@@ -192,7 +189,7 @@ class WatchHub:
             while not self.stopping:
                 events = feed.after(after)
                 if events is None:
-                    page = await self.in_pool(self.m.store.events, job_id, after, PAGE)
+                    page = await self.in_pool(self.m.events, job_id, after, PAGE)
                     events = [(ev.seq, self.convert(ev)) for ev in page]
                 if events:
                     for seq, message in events:
