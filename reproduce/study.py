@@ -117,7 +117,7 @@ def run_study(*, out_dir: str | Path, regimes: tuple[str, ...], methods: tuple[s
 
     out = Path(out_dir)
     started = time.time()
-    results: dict = {"regimes": {}, "trials": trials, "seeds": seeds, "grace": grace}
+    results: dict = {"regimes": {}, "trials": trials, "seeds": seeds, "grace": grace, "compute_s": 0.0}
     with Runner(out, num_cpus=num_cpus, threads=1, log=log) as runner:
         runner._ensure_ray()
         for name in regimes:
@@ -133,11 +133,13 @@ def run_study(*, out_dir: str | Path, regimes: tuple[str, ...], methods: tuple[s
                     r = runner.run(JobSpec.parse(data), out / name / method / f"final-seed{seed}")
                     finals.append(r.test_error)
                     rep = _report(r, {"eval_samples": 500, "lanczos_iters": 24}, fresh=False)
+                    results["compute_s"] += (r.total_s if r.total_s == r.total_s else 0.0) + rep.get("seconds", 0.0)
                     flat.append({"lambda_max": rep["top_eigenvalues"][0], "trace": rep["trace"],
                                  "near_zero_fraction": rep["near_zero_fraction"]})
                     log(f"{name} {method} seed {seed}: test_error {r.test_error:.4f}  λ_max "
                         f"{flat[-1]['lambda_max']:.4g}{' (reused)' if r.reused else ''}")
                 rows[method] = {"sweep": sweep, "final_errors": finals, "flatness": flat}
+                results["compute_s"] += sweep["seconds"]
             results["regimes"][name] = rows
     results["elapsed_s"] = time.time() - started
     (out / "study.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
@@ -161,6 +163,10 @@ def _sweep(spec_data: dict, where: Path, log) -> dict:
     where.mkdir(parents=True)
     t0 = time.time()
     res = run_sweep(JobSpec.parse(spec_data), where, trial_root=where / "trials")
+    wanted = spec_data["sweep"]["trials"]
+    if res["stopped"] or len(res["trials"]) < wanted:  # interrupted (e.g. Ctrl-C): never kept as done
+        raise RuntimeError(f"{where}: the sweep stopped after {len(res['trials'])} of {wanted} trials; "
+                           "run the command again to redo it")
     trials = [{"config": t.config, "value": t.value, "state": t.state,
                "epochs": (t.result or {}).get("data_passes_per_replica")} for t in res["trials"]]
     if res["best"] is None:
@@ -192,7 +198,8 @@ def markdown(results: dict, command: str) -> str:
 
     lines = [f"Command: `{command}` ({results['trials']} trials per sweep, ASHA grace {results['grace']:g} "
              f"effective epochs, reduction factor 2; {results['seeds']} final seeds; "
-             f"{results['elapsed_s'] / 60:.0f} min)", ""]
+             f"{results['compute_s'] / 60:.0f} min of sweeps, final runs and flatness reports, as recorded "
+             f"when each was computed; this command {results['elapsed_s'] / 60:.0f} min)", ""]
     for name, rows in results["regimes"].items():
         regime = REGIMES.get(name)
         lines += [f"**{name}**{': ' + regime.about if regime else ''}", "",
