@@ -104,10 +104,12 @@ class Scheduler:
                 running = Running(spec, need, procs=own)
                 m.running[rec.id] = running
                 m.write(rec.id, state_change=("RUNNING", "started"))
-            target = run_sweep_job if spec.sweep is not None else run_job
-            running.thread = threading.Thread(target=target, args=(m, rec.id, running), name=f"job-{rec.id}",
-                                              daemon=True)
-            running.thread.start()
+                # started under the lock: shutdown, which joins every running job's thread under
+                # it, never finds a thread that exists but has not started
+                target = run_sweep_job if spec.sweep is not None else run_job
+                running.thread = threading.Thread(target=target, args=(m, rec.id, running), name=f"job-{rec.id}",
+                                                  daemon=True)
+                running.thread.start()
 
     def requeue_orphans(self) -> None:
         m = self.m

@@ -60,6 +60,9 @@ class JobFinished(DomainError, RuntimeError):
 class JobNotRetryable(DomainError, RuntimeError):
     """Only a FAILED or CANCELLED job can be retried."""
 
+    code = "FAILED_PRECONDITION"
+
+
 class JobActive(DomainError, RuntimeError):
     """The job has not finished yet (QUEUED or RUNNING) and the call needs a finished one."""
 
