@@ -103,7 +103,8 @@ def test_a_failed_trial_is_recorded_and_the_sweep_goes_on(stub):
 def test_cancel_stops_every_trial_and_leaves_no_actor(stub):
     names = (b"SweepRunner", b"ImplicitFunc", b"ReplicaActor")
     before = {n: actor_pids(n) for n in names}
-    sweep = create(stub, sweep_spec({"inner.lr": "uniform(0.05, 0.5)"}, max_concurrent=2,
+    # no scheduler: ASHA would stop one of the two trials at its first rung, before the cancel
+    sweep = create(stub, sweep_spec({"inner.lr": "uniform(0.05, 0.5)"}, max_concurrent=2, scheduler="none",
                                     train={"epochs": None, "outer_steps": 100000, "eval_every": 2}))
     # both trials are running once each has reported a result
     seen = set()
