@@ -188,7 +188,9 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
 
 
 def _chunks(path, rnd: int):
-    """A file as ~1 MiB chunks, each carrying the SHA-256 of the whole file."""
+    """A file as ~1 MiB chunks, each carrying the SHA-256 of the whole file. Exactly the bytes
+    hashed are sent: a running job's metrics.jsonl grows while it downloads, and the client
+    checks size and digest (it once got more bytes than announced: DATA_LOSS)."""
     with open(path, "rb") as f:  # one handle: retention may unlink the file meanwhile
         digest, size = hashlib.sha256(), 0
         for block in iter(lambda: f.read(CHUNK_BYTES), b""):
@@ -196,6 +198,9 @@ def _chunks(path, rnd: int):
             size += len(block)
         f.seek(0)
         offset = 0
-        for block in iter(lambda: f.read(CHUNK_BYTES), b""):
+        while offset < size:
+            block = f.read(min(CHUNK_BYTES, size - offset))
+            if not block:
+                break
             yield pb.CheckpointChunk(data=block, offset=offset, total_size=size, round=rnd, sha256=digest.hexdigest())
             offset += len(block)
