@@ -12,22 +12,15 @@ import pytest
 import torch
 
 from services.api import jobs_pb2 as pb
-from tests.security.util import TOKENS, As, quick, wait_state, write_tokens
-from tests.service_harness import ROOT, ServerProcess
+from tests.security.util import TOKENS, As, principals_server, quick, wait_state
+from tests.service_harness import ROOT
 
 ESGD = [sys.executable, "-m", "services.cli"]
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    base = tmp_path_factory.mktemp("init-from")
-    root = base / "roots"
-    root.mkdir()
-    srv = ServerProcess(base / "data", "--num-cpus", "2", "--token-file", str(write_tokens(base / "tokens")),
-                        "--data-root", str(root))
-    srv.root = root
-    yield srv
-    assert srv.terminate() == 0, srv.read_log()[-3000:]
+    yield from principals_server(tmp_path_factory, "init-from")
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.api import jobs_pb2 as pb
-from tests.security.util import TERMINAL, As, create, quick, status_of, wait_state, write_tokens
-from tests.service_harness import ServerProcess
+from tests.security.util import TERMINAL, As, create, principals_server, quick, status_of, wait_state
 
 pytestmark = pytest.mark.slow
 SERVICE = pb.DESCRIPTOR.services_by_name["JobService"]
@@ -26,14 +25,7 @@ GARBAGE = b"\x0a\xff\xff\xff\xff\x0f"  # not a valid message of any of the reque
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    base = tmp_path_factory.mktemp("boundary")
-    root = base / "roots"
-    root.mkdir()
-    srv = ServerProcess(base / "data", "--num-cpus", "2", "--token-file", str(write_tokens(base / "tokens")),
-                        "--data-root", str(root), "--max-page-bytes", "64K")
-    srv.root = root
-    yield srv
-    assert srv.terminate() == 0, srv.read_log()[-3000:]
+    yield from principals_server(tmp_path_factory, "boundary", "--max-page-bytes", "64K")
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,21 @@ def write_tokens(path: Path, tokens: dict = TOKENS) -> Path:
     return path
 
 
+def principals_server(tmp_path_factory, name: str, *extra: str):
+    """A module fixture's body: an ``esgd serve`` with the TOKENS file and one empty data root
+    (``server.root``), 2 CPUs; yields it and checks it exits 0 at the end."""
+    from tests.service_harness import ServerProcess
+
+    base = tmp_path_factory.mktemp(name)
+    root = base / "roots"
+    root.mkdir()
+    srv = ServerProcess(base / "data", "--num-cpus", "2", "--token-file", str(write_tokens(base / "tokens")),
+                        "--data-root", str(root), *extra)
+    srv.root = root
+    yield srv
+    assert srv.terminate() == 0, srv.read_log()[-3000:]
+
+
 def bearer(who: str) -> list:
     return [("authorization", f"Bearer {TOKENS[who][0]}")]
 
