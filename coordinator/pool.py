@@ -135,24 +135,45 @@ class RayPool:
         self._dataset_ref = dataset_ref if dataset_ref is not None else ray.put(dataset)
         self._describe = f"num_cpus={r.cpus_per_replica}, num_gpus={gpus:g} each"
         self.ids = list(range(spec.replicas))
-        self.actors = [self._new(k) for k in self.ids]
-        try:
-            self.info = self._ready(self.actors)
-        except PlacementError:
-            self.shutdown()
-            raise
+        self.actors, self.info = self._start(self.ids)
 
-    def _ready(self, actors: list) -> list[dict]:
-        """Wait until ``actors`` are placed and built; on timeout kill them (releasing their
-        pending resource requests) and raise :class:`PlacementError` — never wait forever."""
+    def _start(self, ids: list[int]) -> tuple[list, list[dict]]:
+        """Start one actor per identity in ``ids`` and wait until all are placed and built,
+        within ``placement_timeout_s`` in all. On timeout kill them (releasing their pending
+        resource requests) and raise :class:`PlacementError` — never wait forever.
+
+        An actor that dies on its way up for a system reason (its node went before the GCS
+        noticed, so Ray had just placed it there; its process was killed) is replaced by a
+        fresh one while time is left: Ray then places it on a node that is still alive. An
+        error raised by the replica's own constructor is not retried; it is raised as it is."""
         ray = self._ray
+        deadline = time.monotonic() + self.placement_timeout_s
+        actors = [self._new(k) for k in ids]
+        info: list[dict] = []
+        last_death = ""
         try:
-            return ray.get([a.ready.remote() for a in actors], timeout=self.placement_timeout_s)
+            for p, k in enumerate(ids):
+                while True:
+                    try:
+                        info.append(ray.get(actors[p].ready.remote(), timeout=max(0.0, deadline - time.monotonic())))
+                        break
+                    except ray.exceptions.RayActorError as exc:
+                        if exc.actor_init_failed:
+                            raise
+                        last_death = f"; replica {k} died on its way up: {_root_cause(exc)}"
+                        if time.monotonic() >= deadline:
+                            raise ray.exceptions.GetTimeoutError() from None
+                        time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+                        actors[p] = self._new(k)
         except ray.exceptions.GetTimeoutError:
             self._kill(actors)
             raise PlacementError(
                 f"{len(actors)} replica(s) ({self._describe}) were not placed within {self.placement_timeout_s:g} s "
-                f"(resources.placement_timeout_s); the cluster has {_free(ray)} free") from None
+                f"(resources.placement_timeout_s); the cluster has {_free(ray)} free{last_death}") from None
+        except BaseException:
+            self._kill(actors)
+            raise
+        return actors, info
 
     def _kill(self, actors: list) -> None:
         for a in actors:
@@ -167,9 +188,8 @@ class RayPool:
         if self.closed:
             raise RuntimeError("the replica pool is shut down")
         self._kill([self.actors[index]])  # usually already dead: that is why it is restarted
-        actor = self._new(self.ids[index])
-        self.actors[index] = actor
-        self.info[index] = self._ready([actor])[0]
+        (actor,), (info,) = self._start([self.ids[index]])
+        self.actors[index], self.info[index] = actor, info
         self._ray.get(actor.set_state.remote(state))
 
     def add(self, ids: list[int], state: dict) -> None:
@@ -177,8 +197,7 @@ class RayPool:
         when they cannot all be placed in time, none is kept and PlacementError is raised."""
         if self.closed:
             raise RuntimeError("the replica pool is shut down")
-        actors = [self._new(k) for k in ids]
-        info = self._ready(actors)
+        actors, info = self._start(ids)
         self._ray.get([a.set_state.remote(state) for a in actors])
         self.ids += ids
         self.actors += actors

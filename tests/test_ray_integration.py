@@ -77,3 +77,49 @@ def test_a_replica_dying_between_rounds_is_recreated_when_the_engine_checkpoints
         assert eng.step()["replica_failures"] == 0
     finally:
         eng.pool.shutdown()
+
+
+def test_a_replica_that_dies_on_its_way_up_is_replaced_within_the_placement_timeout(local_ray):
+    """A node lost just as Ray placed a replica there kills it before it runs; the pool starts
+    a fresh one (placed where there is room) instead of failing the job with that error."""
+    spec = spec_of(replicas=1, resources={"cpus_per_replica": 0.5})
+    pool = RayPool(spec, synthetic(), placement_timeout_s=60)
+    try:
+        made, new = [], pool._new
+
+        def dies_first(k):
+            actor = new(k)
+            made.append(actor)
+            if len(made) == 1:
+                local_ray.kill(actor)  # killed before ready() ran: a system death, not an __init__ error
+            return actor
+
+        pool._new = dies_first
+        pool.restart(0, {"drawn": 3})
+        assert len(made) == 2 and pool.actors[0] is made[1]
+        assert pool.get_states()[0]["drawn"] == 3
+    finally:
+        pool.shutdown()
+
+
+def test_a_replica_whose_constructor_raises_is_not_retried(local_ray):
+    from ray.exceptions import RayActorError
+
+    spec = spec_of(replicas=1, resources={"cpus_per_replica": 0.5})
+    pool = RayPool(spec, synthetic(), placement_timeout_s=60)
+    try:
+        made = []
+        pool._new = lambda k: made.append(k) or local_ray.remote(_BrokenReplica).remote()
+        with pytest.raises(RayActorError, match="broken on purpose"):
+            pool.restart(0, {"drawn": 0})
+        assert made == [0]
+    finally:
+        pool.shutdown()
+
+
+class _BrokenReplica:
+    def __init__(self):
+        raise ValueError("broken on purpose")
+
+    def ready(self):
+        return {}

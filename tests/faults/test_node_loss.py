@@ -108,7 +108,7 @@ def test_3_below_min_replicas_the_job_fails_with_a_placement_error(cluster, stub
     follow(stub, job.name)
     final = stub.GetJob(pb.GetJobRequest(name=job.name), timeout=10)
     assert final.state == pb.FAILED
-    assert final.error.code == "PLACEMENT" and final.error.replica == 0
+    assert final.error.code == "PLACEMENT" and final.error.replica == 0, final.error
     assert "min_replicas = 2" in final.error.message and "placement_timeout_s" in final.error.message
     assert final.checkpoint_round >= 0  # the last good checkpoint stays downloadable
     report_fault(fault="Ray node removed, shrinking would go below train.min_replicas", count=1,
