@@ -25,7 +25,14 @@ end to end and returns every trial's result.
 * **Records.** A Tune callback in the driver (this process) turns Tune's events into
   ``sink(kind, payload)`` calls, in order: ``trial_start``, ``trial_result``, ``trial_end``.
   One trial's failure is a ``trial_end`` with its error; the sweep goes on (Tune's
-  ``FailureConfig(fail_fast=False)``).
+  ``FailureConfig(fail_fast=False)``). Each trial's end is also appended to
+  ``storage/trials.jsonl``, the sweep's own record of its finished trials.
+* **Resume** (``resume=True``). An interrupted sweep (Ctrl-C, a killed process) goes on with
+  ``Tuner.restore``: the trials that finished are kept, not run again (their records come
+  back from ``trials.jsonl``); the unfinished ones start again and each continues from the
+  newest checkpoint in its run directory, as a resumed job does; the searcher hands out the
+  samples it had not yet. Tune restores the run config it pickled, so the relay and the
+  stop hook find this process's live ones through :data:`_LIVE`.
 """
 from __future__ import annotations
 
@@ -86,14 +93,20 @@ def best_of(trials: list[TrialResult], mode: str) -> TrialResult | None:
     return (min if mode == "min" else max)(scored, key=lambda t: t.value)
 
 
+def can_resume(storage: str | Path) -> bool:
+    """Whether ``storage`` holds a sweep that ``run_sweep(..., resume=True)`` can go on with."""
+    return (Path(storage) / "tune").is_dir() and tune.Tuner.can_restore(str((Path(storage) / "tune").resolve()))
+
+
 def run_sweep(spec, storage: str | Path, *, trial_root: str | Path, prefix: str = "", sink=None,
-              env: dict | None = None, stop: threading.Event | None = None) -> dict:
+              env: dict | None = None, stop: threading.Event | None = None, resume: bool = False) -> dict:
     """Run ``spec.sweep`` on Tune (Ray already initialized) and wait for it to end. Tune's
     experiment goes to ``storage/tune``; trial ``i`` runs in :func:`trial_dir`. ``sink(kind,
     payload)`` gets the records (module docstring); ``env`` is applied in each trial's
     process before it reads data (the server's data policy, as for a JobRunner); setting
-    ``stop`` stops every trial. Returns ``{"trials": [TrialResult], "best": TrialResult|None,
-    "stopped": bool}``."""
+    ``stop`` stops every trial; ``resume`` goes on with the interrupted sweep in ``storage``
+    (the caller checks it is the same spec's). Returns ``{"trials": [TrialResult] (in trial
+    id order, which is Tune's creation order), "best": TrialResult|None, "stopped": bool}``."""
     import ray
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
@@ -102,31 +115,50 @@ def run_sweep(spec, storage: str | Path, *, trial_root: str | Path, prefix: str 
     concurrency, _, _ = footprint(spec, ray.cluster_resources().get("CPU", 0.0))
     # the fields as given, not every default: a default a strategy pins (sgd's γ) must stay unset
     spec_data = spec.model_dump(mode="json", exclude_unset=True)
-    relay = _Relay(spec_data, trial_root, prefix, sink or (lambda kind, payload: None))
-    trainable = tune.with_parameters(_trial, spec_data=spec_data, root=str(trial_root), prefix=prefix,
-                                     env=dict(env or {}), cwd=os.getcwd())
-    scheduler = (ASHAScheduler(time_attr="data_passes_per_replica", max_t=ASHA_MAX_T, grace_period=s.grace_period,
-                               reduction_factor=s.reduction_factor) if s.scheduler == "asha" else FIFOScheduler())
+    experiment = Path(storage).resolve() / "tune"
+    key = str(experiment)
     stop = stop or threading.Event()
-    tuner = tune.Tuner(
-        tune.with_resources(trainable, pg_factory(spec)), param_space=to_tune(s),
-        tune_config=tune.TuneConfig(metric=s.metric, mode=s.mode, num_samples=num_samples(s),
-                                    max_concurrent_trials=concurrency, scheduler=scheduler, reuse_actors=False,
-                                    # Tune applies max_concurrent_trials only to a searcher it makes itself
-                                    search_alg=BasicVariantGenerator(random_state=s.seed, max_concurrent=concurrency)),
-        run_config=tune.RunConfig(storage_path=str(Path(storage).resolve()), name="tune", verbose=0,
-                                  callbacks=[relay], stop=_StopAll(stop),
-                                  failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)))
-    tuner.fit()
-    trials = list(relay.trials.values())
+    relay = _Relay(key, spec_data, s.metric, trial_root, prefix, sink or (lambda kind, payload: None),
+                   Path(storage) / "trials.jsonl", kept=resume)
+    trainable = tune.with_resources(
+        tune.with_parameters(_trial, spec_data=spec_data, root=str(trial_root), prefix=prefix,
+                             env=dict(env or {}), cwd=os.getcwd()), pg_factory(spec))
+    _LIVE[key] = (relay, stop)
+    try:
+        if resume:
+            tuner = tune.Tuner.restore(key, trainable, resume_unfinished=True, param_space=to_tune(s))
+        else:
+            scheduler = (ASHAScheduler(time_attr="data_passes_per_replica", max_t=ASHA_MAX_T,
+                                       grace_period=s.grace_period, reduction_factor=s.reduction_factor)
+                         if s.scheduler == "asha" else FIFOScheduler())
+            tuner = tune.Tuner(
+                trainable, param_space=to_tune(s),
+                tune_config=tune.TuneConfig(
+                    metric=s.metric, mode=s.mode, num_samples=num_samples(s), max_concurrent_trials=concurrency,
+                    scheduler=scheduler, reuse_actors=False,
+                    # Tune applies max_concurrent_trials only to a searcher it makes itself
+                    search_alg=BasicVariantGenerator(random_state=s.seed, max_concurrent=concurrency)),
+                run_config=tune.RunConfig(storage_path=str(experiment.parent), name=experiment.name, verbose=0,
+                                          callbacks=[relay], stop=_StopAll(key, stop),
+                                          failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)))
+        tuner.fit()
+    finally:
+        _LIVE.pop(key, None)
+    trials = [relay.trials[k] for k in sorted(relay.trials)]
     return {"trials": trials, "best": best_of(trials, s.mode), "stopped": stop.is_set()}
+
+
+# The relay and stop event of each sweep running in this process, by experiment path: Tune
+# pickles the run config into the experiment and a restored Tuner unpickles it, so the copies
+# it makes of the callback and the stopper look their live originals up here.
+_LIVE: dict[str, tuple] = {}
 
 
 class _StopAll(tune.Stopper):
     """Tune's own stop hook: ``stop_all`` is asked after every result and between trials."""
 
-    def __init__(self, event: threading.Event):
-        self.event = event
+    def __init__(self, key: str, event: threading.Event):
+        self.key, self.event = key, event
 
     def __call__(self, trial_id, result) -> bool:
         return False
@@ -135,24 +167,45 @@ class _StopAll(tune.Stopper):
         return self.event.is_set()
 
     def __getstate__(self):  # Tune saves its run config; the event is this process's only
-        return {}
+        return {"key": self.key}
 
     def __setstate__(self, state):
-        self.event = threading.Event()
+        live = _LIVE.get(state.get("key", ""))
+        self.key, self.event = state.get("key", ""), live[1] if live else threading.Event()
 
 
 class _Relay(tune.Callback):
     """Tune's trial events as sink records (module docstring), and the trials' bookkeeping."""
 
-    def __init__(self, spec_data: dict, root, prefix: str, sink):
-        self.spec_data, self.root, self.prefix, self.sink = spec_data, root, prefix, sink
+    def __init__(self, key: str, spec_data: dict, metric: str, root, prefix: str, sink, record: Path,
+                 kept: bool = False):
+        """``record``: the sweep's trials.jsonl; ``kept``: load the trials it already holds."""
+        self.key, self.spec_data, self.metric, self.root, self.prefix = key, spec_data, metric, root, prefix
+        self.sink = sink
+        self.record = Path(record)
         self.trials: dict[str, TrialResult] = {}
+        if kept and self.record.exists():
+            for line in self.record.read_text().splitlines():
+                try:
+                    t = TrialResult(**json.loads(line))
+                except (ValueError, TypeError):  # a line cut short by the interruption
+                    continue
+                self.trials[t.trial_id] = t
+        elif self.record.exists():
+            self.record.unlink()
 
     def __getstate__(self):  # Tune pickles its run config into the experiment; the sink stays here
-        return {"spec_data": self.spec_data, "root": self.root, "prefix": self.prefix, "trials": {}}
+        return {"key": self.key}
 
-    def __setstate__(self, state):
-        self.__dict__.update(state, sink=lambda kind, payload: None)
+    def __setstate__(self, state):  # restored by Tuner.restore: be this process's live relay
+        live = _LIVE.get(state.get("key", ""))
+        if live is None:
+            raise RuntimeError("a sweep's relay was unpickled outside run_sweep")
+        self.__dict__ = live[0].__dict__
+
+    def _keep(self, t: TrialResult) -> None:
+        with self.record.open("a") as f:
+            f.write(json.dumps(t.__dict__, default=str) + "\n")
 
     def _trial(self, trial) -> TrialResult:
         t = self.trials.get(trial.trial_id)
@@ -170,8 +223,7 @@ class _Relay(tune.Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         t = self._trial(trial)
         t.result = {k: result[k] for k in RESULT_KEYS if k in result}
-        metric = self.spec_data["sweep"]["metric"]
-        t.value = float(result[metric]) if result.get(metric) is not None else t.value
+        t.value = float(result[self.metric]) if result.get(self.metric) is not None else t.value
         self.sink("trial_result", {"trial_id": t.trial_id, "result": t.result, "value": t.value})
 
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -180,6 +232,7 @@ class _Relay(tune.Callback):
             t.state, t.summary = "SUCCEEDED", t.result.get("summary")
         else:
             t.state = "STOPPED"
+        self._keep(t)
         self.sink("trial_end", {"trial_id": t.trial_id, "state": t.state, "summary": t.summary,
                                 "result": t.result, "value": t.value})
 
@@ -192,6 +245,7 @@ class _Relay(tune.Callback):
             t.error = {"code": "INTERNAL", "message": f"trial {t.trial_id} failed",
                        "replica": -1, "round": -1, "root_cause": str(getattr(trial, "error_file", "") or "")}
         t.state = "FAILED"
+        self._keep(t)
         self.sink("trial_end", {"trial_id": t.trial_id, "state": "FAILED", "error": t.error, "value": t.value})
 
 

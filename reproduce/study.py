@@ -147,22 +147,32 @@ def run_study(*, out_dir: str | Path, regimes: tuple[str, ...], methods: tuple[s
 
 
 def _sweep(spec_data: dict, where: Path, log) -> dict:
-    """Run one sweep (or reuse a finished one of the same spec): its trials in start order."""
+    """Run one sweep (or reuse a finished one of the same spec, or go on with an interrupted
+    one of the same spec, keeping its finished trials): its trials in start order."""
     from core.spec import JobSpec
-    from coordinator.sweep import run_sweep
+    from coordinator.sweep import can_resume, run_sweep
 
-    done = where / "sweep.json"
+    done, started = where / "sweep.json", where / "spec.json"
     if done.exists():
         kept = json.loads(done.read_text())
         if kept.get("spec") == spec_data:
             return {**kept, "reused": True}
-    if where.exists():
+    resume = (not done.exists() and started.exists() and json.loads(started.read_text()) == spec_data
+              and can_resume(where))
+    if where.exists() and not resume:
         import shutil
 
-        shutil.rmtree(where)  # an interrupted sweep starts again; finished ones are kept above
-    where.mkdir(parents=True)
-    t0 = time.time()
-    res = run_sweep(JobSpec.parse(spec_data), where, trial_root=where / "trials")
+        shutil.rmtree(where)  # another spec's sweep, or one that never got going: start again
+    if resume:
+        log(f"{where}: going on with the interrupted sweep (its finished trials are kept)")
+    else:
+        where.mkdir(parents=True)
+        started.write_text(json.dumps(spec_data, indent=1) + "\n")
+    t0 = time.time() - (json.loads((where / "seconds.json").read_text()) if (where / "seconds.json").exists() else 0.0)
+    try:
+        res = run_sweep(JobSpec.parse(spec_data), where, trial_root=where / "trials", resume=resume)
+    finally:  # the time spent so far counts toward the sweep's cost when it goes on
+        (where / "seconds.json").write_text(json.dumps(time.time() - t0))
     wanted = spec_data["sweep"]["trials"]
     if res["stopped"] or len(res["trials"]) < wanted:  # interrupted (e.g. Ctrl-C): never kept as done
         raise RuntimeError(f"{where}: the sweep stopped after {len(res['trials'])} of {wanted} trials; "
