@@ -4,6 +4,7 @@ racing the end of a run leaves exactly one terminal event (the store-level race,
 from two threads, is in test_store_rules.py)."""
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -13,21 +14,22 @@ import pytest
 from services.api import jobs_pb2 as pb
 from tests.security.util import TERMINAL, create, quick, wait_state
 from tests.ray_nodes import cluster_stub, one_cpu_cluster
-from tests.service_harness import wait_for
+from tests.service_harness import descendants, wait_for
 
 pytestmark = pytest.mark.slow
 MB = 1024 * 1024
 
 
 def actor_pids(kind: bytes) -> set[int]:
+    """PIDs of this test process's Ray actors of class ``kind`` (its servers' and clusters'
+    processes are all below it; another test process's actors are not counted)."""
     found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if (entry / "cmdline").read_bytes().startswith(b"ray::" + kind):
-                    found.add(int(entry.name))
-            except OSError:
-                pass
+    for pid in descendants(os.getpid()):
+        try:
+            if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::" + kind):
+                found.add(pid)
+        except OSError:
+            pass
     return found
 
 
