@@ -63,6 +63,7 @@ from coordinator.cluster import connect, disconnect  # noqa: E402
 from coordinator.evaluate import Evaluator, initial_model  # noqa: E402
 from coordinator.local_run import build_engine, dataset_for  # noqa: E402
 from coordinator.rundir import RunDir  # noqa: E402
+from core.events import EvalRecord, Listener, RoundRecord  # noqa: E402
 from core.spec import JobSpec  # noqa: E402
 from worker.models import error_count, task_loss  # noqa: E402
 
@@ -216,20 +217,17 @@ def run_ray_train(spec: JobSpec, args) -> dict:
             "grad_evals": out["steps"] * world, "bytes": per_step * out["steps"], "workers": world}
 
 
-class Capture:
+class Capture(Listener):
     """Engine listener: bytes from round records, (time, grad evals, error, bytes) per evaluation."""
 
     def __init__(self):
         self.bytes, self.evals = 0, []
 
-    def on_round(self, record: dict) -> None:
-        self.bytes += record["bytes_sent"] + record["bytes_received"]
+    def on_round(self, record: RoundRecord) -> None:
+        self.bytes += record.bytes_sent + record.bytes_received
 
-    def on_eval(self, record: dict) -> None:
-        self.evals.append((record["wall_s"], record["grad_evals_total"], record["test_error"], self.bytes))
-
-    def on_checkpoint(self, path, step) -> None: ...
-    def on_replica(self, record: dict) -> None: ...
+    def on_eval(self, record: EvalRecord) -> None:
+        self.evals.append((record.wall_seconds, record.grad_evals_total, record.test_error, self.bytes))
 
 
 def run_engine(name: str, spec: JobSpec, args) -> dict:

@@ -168,7 +168,8 @@ def load_latest(directory: Path, skipped: list | None = None) -> tuple[Path, dic
 
 
 def failure_record(exc: CheckpointError, step: int, consecutive: int, fatal: bool) -> dict:
-    """What a listener is told about a failed write (plain values: it becomes a job event)."""
+    """What a listener is told about a failed write: the fields of core.events.CheckpointFailed
+    (plain values: it becomes a job event)."""
     what = ("giving up" if fatal else
             f"training goes on and the next checkpoint retries (failure {consecutive} in a row; "
             f"the job fails at {MAX_CONSECUTIVE_FAILURES})")

@@ -4,7 +4,10 @@
         hp      = strategy.round_params(t)          # γ_t scoped, LR schedule applied
         results = pool.run_round(strategy.anchors(), hp)     # L inner steps on each replica
         stats   = strategy.aggregate(t, results)         # the outer step, over the survivors
-        record metrics; every eval_every: evaluate x̄, checkpoint
+        report the round; every eval_every: evaluate x̄, checkpoint
+
+What it reports goes to its listeners as core.events' typed events (RoundRecord, EvalRecord,
+CheckpointEvent, CheckpointFailed, ReplicaEvent), named as the API names them.
 
 Membership changes happen only between rounds; what happens to failed, unplaceable or
 requested replicas is coordinator.membership's policy, which the loop calls at the round's
@@ -20,21 +23,13 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Protocol
 
 from coordinator.checkpoint import save_checkpoint
 from coordinator.evaluate import Evaluator
 from coordinator.membership import DivergenceError, Membership, ReplicaError
+from core.events import CheckpointEvent, CheckpointFailed, EvalRecord, Listener, RoundRecord, emit, record, to_run_dir
 from core.spec import JobSpec
 from coordinator.strategies.base import Strategy
-
-
-class Listener(Protocol):
-    def on_round(self, record: dict) -> None: ...
-    def on_eval(self, record: dict) -> None: ...
-    def on_checkpoint(self, path: Path, step: int) -> None: ...
-    def on_replica(self, record: dict) -> None: ...
-    # {"replica", "round", "kind": failed|restarted|added|removed|scale_failed, "cause", "replicas"}
 
 
 def batches_per_pass(spec: JobSpec, num_train: int) -> int:
@@ -44,7 +39,7 @@ def batches_per_pass(spec: JobSpec, num_train: int) -> int:
 
 class Engine:
     def __init__(self, spec: JobSpec, strategy: Strategy, pool, evaluator: Evaluator, *,
-                 num_train: int, checkpoint_dir: Path | None = None, listeners: list | None = None):
+                 num_train: int, checkpoint_dir: Path | None = None, listeners: list[Listener] | None = None):
         self.spec = spec.resolved()
         self.strategy, self.pool, self.evaluator = strategy, pool, evaluator
         self.checkpoint_dir = checkpoint_dir
@@ -65,7 +60,7 @@ class Engine:
         self.membership_changed = False
         self.membership = Membership(pool, strategy, max_failures=tr.max_replica_failures,
                                      min_replicas=tr.min_replicas, counters=self.counters,
-                                     notify=self._notify_replica, on_size=self._set_size)
+                                     notify=lambda event: emit(self.listeners, event), on_size=self._set_size)
         self._checkpoint_failures = 0  # consecutive refused checkpoint writes
 
     def lr_factor(self, t: int) -> float:
@@ -73,6 +68,8 @@ class Engine:
 
     # ----- one round ----------------------------------------------------------------------
     def step(self) -> dict:
+        """Run one round and report its :class:`RoundRecord`; return it as ``metrics.jsonl``
+        holds it."""
         t = self.t
         start = time.perf_counter()
         self.membership.apply_resize(t, self.drawn)
@@ -102,27 +99,22 @@ class Engine:
         self.counters["wall_s"] += round_s
         self.counters["bytes_sent"] += comm.get("bytes_sent", 0)
         self.counters["bytes_received"] += comm.get("bytes_received", 0)
-        record = {
-            "round": self.t, "epoch": self.t / self.nb,
-            "loss": sum(r.stats["loss"] for r in results) / len(results),
-            "train_error": sum(r.stats["train_error"] for r in results) / len(results),
+        event = RoundRecord(
+            round=self.t, total_rounds=self.total, epoch=self.t / self.nb,
+            loss=sum(r.stats["loss"] for r in results) / len(results),
+            train_error=sum(r.stats["train_error"] for r in results) / len(results),
             **self.strategy.round_values(t), **agg,
-            "round_s": round_s, "compute_s": compute_s, "comm_s": max(0.0, round_s - compute_s),
-            "aggregate_s": end - gathered, "samples_per_s": samples / round_s if round_s > 0 else 0.0,
-            "samples": samples, "grad_evals": sum(r.stats["grad_evals"] for r in results),
-            "bytes_sent": comm.get("bytes_sent", 0), "bytes_received": comm.get("bytes_received", 0),
-            "replica_failures": len(failures),
-            "replicas": [{k: r.stats[k] for k in ("replica", "loss", "compute_s", "grad_evals")} for r in results],
-        }
-        for listener in self.listeners:
-            listener.on_round(record)
-        return record
+            round_seconds=round_s, compute_seconds=compute_s, comm_seconds=max(0.0, round_s - compute_s),
+            aggregate_seconds=end - gathered, samples_per_second=samples / round_s if round_s > 0 else 0.0,
+            samples=samples, grad_evals=sum(r.stats["grad_evals"] for r in results),
+            bytes_sent=comm.get("bytes_sent", 0), bytes_received=comm.get("bytes_received", 0),
+            replica_failures=len(failures),
+            replicas=[{k: r.stats[k] for k in ("replica", "loss", "compute_s", "grad_evals")} for r in results],
+        )
+        emit(self.listeners, event)
+        return record(event)
 
     # ----- membership (coordinator.membership) -----------------------------------------------
-    def _notify_replica(self, **record) -> None:
-        for listener in self.listeners:
-            listener.on_replica(record)
-
     def request_resize(self, replicas: int) -> None:
         """Ask for ``replicas`` replicas from the next round on (safe from another thread)."""
         self.membership.request_resize(replicas)
@@ -133,12 +125,13 @@ class Engine:
 
     # ----- evaluation, checkpoints, the whole run ---------------------------------------------
     def evaluate(self) -> dict:
-        record = {"round": self.t, "epoch": self.t / self.nb, **self.evaluator.evaluate(self.strategy.reference()),
-                  **self.cost()}
-        self.last_eval = record
-        for listener in self.listeners:
-            listener.on_eval(record)
-        return record
+        """Evaluate the reference model and report its :class:`EvalRecord`; return it as
+        ``metrics.jsonl`` (and the checkpoint's ``last_eval``) holds it."""
+        event = EvalRecord(round=self.t, epoch=self.t / self.nb, **self.evaluator.evaluate(self.strategy.reference()),
+                           **self.cost())
+        self.last_eval = record(event)
+        emit(self.listeners, event)
+        return self.last_eval
 
     def cost(self) -> dict:
         k = self.pool.size
@@ -148,12 +141,12 @@ class Engine:
                 "samples_total": self.counters["samples"],
                 "data_passes_per_replica": per_replica_samples / self.samples_per_replica,
                 "data_passes_total": self.counters["samples"] / self.samples_per_replica,
-                "wall_s": self.counters["wall_s"]}
+                "wall_seconds": self.counters["wall_s"]}
 
     def checkpoint(self) -> Path | None:
         """Checkpoint the last completed round. A failed write (full disk, I/O error) leaves the
-        older checkpoints as they were and is reported to listeners that have
-        ``on_checkpoint_failed``; training goes on and the next checkpoint retries. The final
+        older checkpoints as they were and is reported to the listeners (a
+        :class:`CheckpointFailed`); training goes on and the next checkpoint retries. The final
         round's checkpoint, or the MAX_CONSECUTIVE_FAILURES-th failure in a row, raises
         CheckpointError instead: a job must not end, or run on, with nothing durable behind it."""
         from coordinator.checkpoint import (MAX_CONSECUTIVE_FAILURES, CheckpointError, failure_record,
@@ -174,16 +167,12 @@ class Engine:
             self._checkpoint_failures = self._checkpoint_failures + 1
             final = self.t >= self.total
             fatal = final or self._checkpoint_failures >= MAX_CONSECUTIVE_FAILURES
-            record = failure_record(exc, self.t, self._checkpoint_failures, fatal)
-            for listener in self.listeners:
-                if hasattr(listener, "on_checkpoint_failed"):
-                    listener.on_checkpoint_failed(record)
+            emit(self.listeners, CheckpointFailed(**failure_record(exc, self.t, self._checkpoint_failures, fatal)))
             if fatal:
                 raise give_up_error(exc, self.t, self._checkpoint_failures, final) from exc
             return None
         self._checkpoint_failures = 0
-        for listener in self.listeners:
-            listener.on_checkpoint(path, self.t)
+        emit(self.listeners, CheckpointEvent(round=self.t, path=str(path)))
         return path
 
     def _replica_states(self) -> list[dict]:
@@ -231,6 +220,7 @@ class Engine:
         return self.summary()
 
     def summary(self) -> dict:
+        """The run's summary, as ``summary.json`` holds it (core.events.Summary: its API part)."""
         return {"strategy": self.spec.strategy, "model": self.spec.model, "dataset": self.spec.dataset.name,
                 "replicas": self.pool.size, "rounds": self.t, "epochs": self.t / self.nb,
-                **{k: v for k, v in self.last_eval.items() if k.startswith("test_")}, **self.cost()}
+                **{k: v for k, v in self.last_eval.items() if k.startswith("test_")}, **to_run_dir(self.cost())}

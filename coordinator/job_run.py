@@ -14,7 +14,8 @@ import logging
 import time
 
 from core.errors import StoreError
-from coordinator.records import SUMMARY_KEYS, StoreListener, follow, pick, startup_report
+from core.events import Summary, api_of
+from coordinator.records import StoreListener, follow, startup_report
 from coordinator.runner import error_of, root_cause, start_runner
 
 log = logging.getLogger("esgd.manager")
@@ -60,7 +61,7 @@ def run_job(m, job_id: str, running) -> None:
                 finish(m, job_id, "FAILED", "failed", error=info["error"])
             return
         running.started = True
-        listeners = [StoreListener(m, job_id, info["total"])]
+        listeners = [StoreListener(m, job_id)]
         if m.metrics is not None:
             listeners.append(m.metrics.listener(job_id))
             m.metrics.replicas.labels(job_id).set(info["replicas"])
@@ -122,7 +123,7 @@ def _end(m, job_id: str, running, end: dict) -> None:
 def finish(m, job_id: str, state: str, reason: str, summary: dict | None = None, error: dict | None = None) -> None:
     """The run's summary or error and its final state, in one transaction, and only if the
     job is not terminal yet (a cancel may have ended it first: then nothing is written)."""
-    s = pick(summary, SUMMARY_KEYS) if summary is not None else None
+    s = api_of(Summary, summary) if summary is not None else None
     if m.store.finish(job_id, state, reason, summary=s, error=error) is None:
         log.info("job %s: not %s, it had already ended", job_id, state)
         state = m.store.get(job_id).state

@@ -33,6 +33,7 @@ import threading
 import time
 from pathlib import Path
 
+from core.events import CheckpointEvent, CheckpointFailed, EvalRecord, Listener, ReplicaEvent, RoundRecord, record
 from worker.logcapture import Capture, LineBuffer
 
 LOG_FILE, OLD_FILE = "logs.jsonl", "logs.1.jsonl"
@@ -92,7 +93,7 @@ class JobLog:
                 self._file = None
 
 
-class RunnerLog:
+class RunnerLog(Listener):
     """The runner's side: its own output captured from now on, the replicas' lines (``replica``,
     for ``RayPool.on_log``) and an engine listener that logs each round, evaluation,
     checkpoint and membership change."""
@@ -128,26 +129,25 @@ class RunnerLog:
     def _line(self, rnd: int, level: str, text: str) -> None:
         self.file.write(-1, rnd, "log", level, f"esgd.runner: {text}")
 
-    def on_round(self, r: dict) -> None:
-        self._line(r["round"], "INFO", f"round {r['round']}/{getattr(self.engine, 'total', '?')}: "
-                                       f"loss {r.get('loss', float('nan')):.4g}, train error "
-                                       f"{r.get('train_error', float('nan')):.4f}, {r.get('round_s', 0.0):.2f} s, "
-                                       f"{len(r.get('replicas', []))} replicas")
+    def on_round(self, r: RoundRecord) -> None:
+        self._line(r.round, "INFO", f"round {r.round}/{getattr(self.engine, 'total', '?')}: loss {r.loss:.4g}, "
+                                    f"train error {r.train_error:.4f}, {r.round_seconds:.2f} s, "
+                                    f"{len(r.replicas)} replicas")
 
-    def on_eval(self, r: dict) -> None:
-        shown = ", ".join(f"{k} {v:.4g}" for k, v in r.items() if k.startswith(("test_", "train_"))
+    def on_eval(self, r: EvalRecord) -> None:
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in record(r).items() if k.startswith(("test_", "train_"))
                           and isinstance(v, (int, float)))
-        self._line(r["round"], "INFO", f"evaluation at round {r['round']}: {shown}")
+        self._line(r.round, "INFO", f"evaluation at round {r.round}: {shown}")
 
-    def on_checkpoint(self, path, step: int) -> None:
-        self._line(step, "INFO", f"checkpoint {Path(path).name}")
+    def on_checkpoint(self, c: CheckpointEvent) -> None:
+        self._line(c.round, "INFO", f"checkpoint {Path(c.path).name}")
 
-    def on_checkpoint_failed(self, r: dict) -> None:
-        self._line(r.get("round", 0), "WARNING", f"checkpoint failed: {r.get('message', r)}")
+    def on_checkpoint_failed(self, c: CheckpointFailed) -> None:
+        self._line(c.round, "WARNING", f"checkpoint failed: {c.message}")
 
-    def on_replica(self, r: dict) -> None:
-        self._line(r.get("round", 0), "WARNING" if r.get("kind") == "failed" else "INFO",
-                   f"replica {r.get('replica')} {r.get('kind')}" + (f": {r['cause']}" if r.get("cause") else ""))
+    def on_replica(self, r: ReplicaEvent) -> None:
+        self._line(r.round, "WARNING" if r.kind == "failed" else "INFO",
+                   f"replica {r.replica} {r.kind}" + (f": {r.cause}" if r.cause else ""))
 
 
 class LogCursor:

@@ -17,6 +17,7 @@ from coordinator.engine import Engine
 from coordinator.evaluate import Evaluator
 from coordinator.init_from import load_initial_weights
 from coordinator.rundir import MetricsLog, RunDir
+from core.events import EvalRecord, Listener, ReplicaEvent, RoundRecord
 from core.spec import JobSpec
 from coordinator.strategies import make_strategy
 from worker.data.datasets import Dataset, load_dataset
@@ -32,7 +33,7 @@ def dataset_for(spec: JobSpec) -> Dataset:
     return data
 
 
-class ProgressBar:
+class ProgressBar(Listener):
     """Engine listener: a tqdm bar per round and one concise line per evaluation."""
 
     def __init__(self, total: int, initial: int, enabled: bool = True):
@@ -42,25 +43,21 @@ class ProgressBar:
         self.bar = tqdm(total=total, initial=initial, unit="round", disable=not enabled, dynamic_ncols=True,
                         file=sys.stderr)
 
-    def on_round(self, record: dict) -> None:
-        post = {"loss": f"{record['loss']:.3f}", "γ": f"{record['gamma']:.2g}", "smp/s": f"{record['samples_per_s']:.0f}"}
-        if "rho" in record:
-            post["ρ"] = f"{record['rho']:.2g}"
+    def on_round(self, r: RoundRecord) -> None:
+        post = {"loss": f"{r.loss:.3f}", "γ": f"{r.gamma:.2g}", "smp/s": f"{r.samples_per_second:.0f}"}
+        if r.rho is not None:
+            post["ρ"] = f"{r.rho:.2g}"
         self.bar.set_postfix(post, refresh=False)
         self.bar.update(1)
 
-    def on_eval(self, record: dict) -> None:
-        line = (f"round {record['round']:>6}  epoch {record['epoch']:7.3f}  test_error {record['test_error']:.4f}  "
-                f"test_loss {record['test_loss']:.4f}  data_passes/replica {record['data_passes_per_replica']:.2f}  "
-                f"wall {record['wall_s']:.1f}s")
+    def on_eval(self, e: EvalRecord) -> None:
+        line = (f"round {e.round:>6}  epoch {e.epoch:7.3f}  test_error {e.test_error:.4f}  "
+                f"test_loss {e.test_loss:.4f}  data_passes/replica {e.data_passes_per_replica:.2f}  "
+                f"wall {e.wall_seconds:.1f}s")
         self._tqdm.write(line, file=sys.stderr)
 
-    def on_checkpoint(self, path, step) -> None:
-        pass
-
-    def on_replica(self, record: dict) -> None:
-        self._tqdm.write(f"round {record['round']:>6}  replica {record['replica']} {record['kind']}: {record['cause']}",
-                         file=sys.stderr)
+    def on_replica(self, r: ReplicaEvent) -> None:
+        self._tqdm.write(f"round {r.round:>6}  replica {r.replica} {r.kind}: {r.cause}", file=sys.stderr)
 
     def close(self) -> None:
         self.bar.close()

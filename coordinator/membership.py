@@ -14,16 +14,17 @@ Membership changes only between rounds, so every outer step sees one fixed set o
   next round: shrinking drops the last replicas, growing adds replicas that start from the
   reference at the common stream position.
 
-Each change is reported to the listeners as ``on_replica({"replica", "round", "kind",
-"cause", "replicas"})`` with kind failed | restarted | removed | added | scale_failed. Why a
-module of its own: the round loop (coordinator.engine) stays the equation's loop, and a
-change of failure policy touches this file only.
+Each change is reported to the listeners as a core.events.ReplicaEvent with kind failed |
+restarted | removed | added | scale_failed. Why a module of its own: the round loop
+(coordinator.engine) stays the equation's loop, and a change of failure policy touches this
+file only.
 """
 from __future__ import annotations
 
 from typing import Callable
 
 from coordinator.pool import PlacementError, free_ids
+from core.events import ReplicaEvent
 
 
 class ReplicaError(RuntimeError):
@@ -48,12 +49,12 @@ class PlacementFailed(ReplicaError):
 class Membership:
     """The failure and resize policy over one job's ``pool`` and ``strategy``.
 
-    ``notify(**record)`` reports each change; ``counters`` (the engine's) receives
+    ``notify(event)`` reports each change (a ReplicaEvent); ``counters`` (the engine's) receives
     ``replica_failures`` and ``replica_restarts``; ``on_size(k)`` is called after the replica
     count changed (the engine records the new size and checkpoints at once)."""
 
     def __init__(self, pool, strategy, *, max_failures: int, min_replicas: int, counters: dict,
-                 notify: Callable[..., None], on_size: Callable[[int], None]):
+                 notify: Callable[[ReplicaEvent], None], on_size: Callable[[int], None]):
         self.pool, self.strategy = pool, strategy
         self.max_failures, self.min_replicas = max_failures, min_replicas
         self.counters, self.notify, self.on_size = counters, notify, on_size
@@ -64,7 +65,7 @@ class Membership:
         """Count and report failures; past the job's budget, or with no survivor, fail the job."""
         for f in failures:
             self.counters["replica_failures"] += 1
-            self.notify(replica=f.index, round=t + 1, kind="failed", cause=f.error)
+            self.notify(ReplicaEvent(replica=f.index, round=t + 1, kind="failed", cause=f.error))
         f = failures[0]
         if self.counters["replica_failures"] > self.max_failures:
             raise ReplicaError(f"replica failure budget exhausted ({self.counters['replica_failures']} failures, "
@@ -83,7 +84,8 @@ class Membership:
                 lost.append((f.index, str(exc)))
                 continue
             self.counters["replica_restarts"] += 1
-            self.notify(replica=f.index, round=t + 1, kind="restarted", cause=f.error, replicas=self.pool.size)
+            self.notify(ReplicaEvent(replica=f.index, round=t + 1, kind="restarted", cause=f.error,
+                                     replicas=self.pool.size))
         if lost:
             self._shrink(t, lost)
 
@@ -100,8 +102,9 @@ class Membership:
         self.pool.remove(gone)
         self.on_size(self.pool.size)
         for p, why in lost:
-            self.notify(replica=p, round=t + 1, kind="removed", replicas=self.pool.size,
-                        cause=f"could not be re-placed; the job goes on with {self.pool.size} replicas: {why}")
+            self.notify(ReplicaEvent(replica=p, round=t + 1, kind="removed", replicas=self.pool.size,
+                                     cause=f"could not be re-placed; the job goes on with {self.pool.size} "
+                                           f"replicas: {why}"))
 
     # ----- resize ----------------------------------------------------------------------------
     def request_resize(self, replicas: int) -> None:
@@ -123,11 +126,12 @@ class Membership:
             try:
                 self.pool.add(free_ids(self.pool.ids, n - k), {"drawn": drawn})
             except PlacementError as exc:
-                self.notify(replica=-1, round=t + 1, kind="scale_failed", replicas=k,
-                            cause=f"could not scale to {n} replicas: {exc}")
+                self.notify(ReplicaEvent(replica=-1, round=t + 1, kind="scale_failed", replicas=k,
+                                         cause=f"could not scale to {n} replicas: {exc}"))
                 return
             self.strategy.resize(list(range(k)), n - k)
             changed = [(p, "added") for p in range(k, n)]
         self.on_size(self.pool.size)
         for p, kind in changed:
-            self.notify(replica=p, round=t + 1, kind=kind, cause=f"scaled from {k} to {n} replicas", replicas=n)
+            self.notify(ReplicaEvent(replica=p, round=t + 1, kind=kind, cause=f"scaled from {k} to {n} replicas",
+                                     replicas=n))

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
+
+from core.events import EvalRecord, Listener, ReplicaEvent, RoundRecord
 
 RETAIN_S = 600.0  # seconds a finished job's series stay exported
 ROUND_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
@@ -130,51 +131,48 @@ class ServiceMetrics:
         return _JobListener(self, job_id)
 
 
-class _JobListener:
-    """Engine listener translating round and evaluation records into metric updates."""
+class _JobListener(Listener):
+    """Engine listener translating round and evaluation events into metric updates."""
 
     def __init__(self, m: ServiceMetrics, job_id: str):
         self.m, self.id = m, job_id
 
-    def on_round(self, rec: dict) -> None:
+    def on_round(self, rec: RoundRecord) -> None:
         m, jid = self.m, self.id
-        m.train_loss.labels(jid).set(rec["loss"])
-        m.gamma.labels(jid).set(rec["gamma"])
-        if "rho" in rec:
-            m.rho.labels(jid).set(rec["rho"])
-        m.lr.labels(jid).set(rec["lr"])
+        m.train_loss.labels(jid).set(rec.loss)
+        m.gamma.labels(jid).set(rec.gamma)
+        if rec.rho is not None:
+            m.rho.labels(jid).set(rec.rho)
+        m.lr.labels(jid).set(rec.lr)
         m.outer_steps.labels(jid).inc()
-        m.inner_steps.labels(jid).inc(rec["grad_evals"])
-        m.grad_evals.labels(jid).inc(rec["grad_evals"])
-        m.samples.labels(jid).inc(rec["samples"])
-        m.round_seconds.labels(jid, "compute").observe(rec["compute_s"])
-        m.round_seconds.labels(jid, "communication").observe(rec["comm_s"])
-        m.bytes.labels(jid, "sent").inc(rec["bytes_sent"])
-        m.bytes.labels(jid, "received").inc(rec["bytes_received"])
-        m.grad_norm.labels(jid).set(rec["grad_norm"])
-        m.spread.labels(jid).set(rec["spread"])
-        for r in rec["replicas"]:
+        m.inner_steps.labels(jid).inc(rec.grad_evals)
+        m.grad_evals.labels(jid).inc(rec.grad_evals)
+        m.samples.labels(jid).inc(rec.samples)
+        m.round_seconds.labels(jid, "compute").observe(rec.compute_seconds)
+        m.round_seconds.labels(jid, "communication").observe(rec.comm_seconds)
+        m.bytes.labels(jid, "sent").inc(rec.bytes_sent)
+        m.bytes.labels(jid, "received").inc(rec.bytes_received)
+        m.grad_norm.labels(jid).set(rec.grad_norm)
+        m.spread.labels(jid).set(rec.spread)
+        for r in rec.replicas:
             m.replica_loss.labels(jid, str(r["replica"])).set(r["loss"])
             if r["compute_s"] > 0:
                 m.replica_rate.labels(jid, str(r["replica"])).set(r["grad_evals"] / r["compute_s"])
 
-    def on_eval(self, rec: dict) -> None:
-        self.m.test_error.labels(self.id).set(rec["test_error"])
-        self.m.test_loss.labels(self.id).set(rec["test_loss"])
+    def on_eval(self, rec: EvalRecord) -> None:
+        self.m.test_error.labels(self.id).set(rec.test_error)
+        self.m.test_loss.labels(self.id).set(rec.test_loss)
 
-    def on_checkpoint(self, path: Path, step: int) -> None:
-        pass
-
-    def on_replica(self, record: dict) -> None:
-        kind = record["kind"]
+    def on_replica(self, event: ReplicaEvent) -> None:
+        kind = event.kind
         if kind == "failed":
             self.m.failures.labels(self.id).inc()
         elif kind == "restarted":
             self.m.restarts.labels(self.id).inc()
         elif kind in ("added", "removed"):
             self.m.membership.labels(self.id, kind).inc()
-        if "replicas" in record:
-            self.m.replicas.labels(self.id).set(record["replicas"])
+        if event.replicas is not None:
+            self.m.replicas.labels(self.id).set(event.replicas)
 
     def on_flatness(self, headline: dict) -> None:
         for quantity, value in headline.items():

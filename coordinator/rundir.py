@@ -1,7 +1,8 @@
 """A run directory: what a job leaves behind for its user.
 
     run_dir/spec.yaml         the resolved job spec (strategy-pinned values filled in)
-    run_dir/metrics.jsonl     one JSON object per round ("kind": "round") and evaluation ("eval")
+    run_dir/metrics.jsonl     one JSON object per engine event: round ("kind": "round"), evaluation
+                              ("eval"), checkpoint, ... (core.events.record: the run directory's names)
     run_dir/checkpoints/      ckpt-NNNNNNNN.pt (+ .sha256): torch.load-able, atomic, pruned
     run_dir/summary.json      final test error, wall time, gradient evaluations, data passes
 
@@ -21,6 +22,7 @@ from pathlib import Path
 import yaml
 
 from coordinator.checkpoint import fsync_dir, write_atomic
+from core.events import KINDS, Listener, record
 from core.spec import JobSpec, SpecError
 
 # what may differ when a run is resumed: budgets and bookkeeping, the replica count
@@ -89,8 +91,9 @@ class RunDir:
 MAX_PENDING_LINES = 100_000
 
 
-class MetricsLog:
-    """Engine listener appending rounds, evaluations and checkpoints to ``metrics.jsonl``.
+class MetricsLog(Listener):
+    """Engine listener appending every event to ``metrics.jsonl``: ``{"kind", **record(event)}``
+    (a replica event's own kind — failed, restarted, … — overwrites ``replica``).
 
     A line torn by a crash (SIGKILL mid-write) is cut off when the log is reopened, so the
     resumed run appends clean lines. A write the disk refuses (full, file too large) is undone
@@ -114,20 +117,10 @@ class MetricsLog:
             return
         self._pending.clear()
 
-    def on_round(self, record: dict) -> None:
-        self._log({"kind": "round", **record})
+    def write(self, event) -> None:
+        self._log({"kind": KINDS[type(event)], **record(event)})
 
-    def on_eval(self, record: dict) -> None:
-        self._log({"kind": "eval", **record})
-
-    def on_checkpoint(self, path: Path, step: int) -> None:
-        self._log({"kind": "checkpoint", "round": step, "path": str(path)})
-
-    def on_checkpoint_failed(self, record: dict) -> None:
-        self._log({"kind": "checkpoint_failed", **record})
-
-    def on_replica(self, record: dict) -> None:
-        self._log({"kind": "replica", **record})
+    on_round = on_eval = on_checkpoint = on_checkpoint_failed = on_replica = write
 
     def close(self) -> None:
         if self._pending:  # a last try; what still does not fit is in the job store's events

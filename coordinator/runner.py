@@ -15,8 +15,8 @@ one (:mod:`coordinator.warm`). Protocol:
   the server already put in the object store (or loads it itself without ``data``) and starts
   the loop in a thread; it answers the round budget, where the replicas run and when each
   start-up step ended (``timings``), or the error that stopped it.
-* ``next(ack)`` returns the engine's records in order (round, evaluation, checkpoint, replica
-  change, and last the end of the run). The loop waits at each record until the server has
+* ``next(ack)`` returns the engine's events in order (core.events: round, evaluation,
+  checkpoint, replica change), and last the end of the run. The loop waits at each record until the server has
   acknowledged storing it, so a checkpoint is never written ahead of the rounds before it —
   after a server crash, no completed round is missing from the job's history.
 * Its output and its replicas' (stdout, stderr, logging) go to ``logs.jsonl`` in the run
@@ -29,6 +29,7 @@ replicas with it, and the next server start resumes the job from its checkpoint.
 """
 from __future__ import annotations
 
+import dataclasses
 import errno
 import inspect
 import os
@@ -38,6 +39,8 @@ import time
 import traceback
 
 import ray
+
+from core.events import KINDS, Listener, ReplicaEvent
 
 
 def root_cause(exc: BaseException) -> BaseException:
@@ -85,9 +88,11 @@ def placement(engine) -> list[dict]:
             for p, i in enumerate(getattr(engine.pool, "info", [])) if i]
 
 
-class _Outbox:
-    """Engine listener: each record is queued for the server, and the loop waits until the
-    server has acknowledged it. (If the server dies, Ray ends this actor with it.)"""
+class _Outbox(Listener):
+    """Engine listener: each event is queued for the server as ``(seq, kind, event)`` (its kind
+    from core.events.KINDS), and the loop waits until the server has acknowledged it. (If the
+    server dies, Ray ends this actor with it.) ``send`` queues other records too: the end of
+    the run, a sweep's trial records."""
 
     def __init__(self):
         self.queue: queue.Queue = queue.Queue()
@@ -95,7 +100,7 @@ class _Outbox:
         self.sent = self.acked = 0
         self.engine = None
 
-    def send(self, kind: str, payload: dict, wait: bool = True) -> None:
+    def send(self, kind: str, payload, wait: bool = True) -> None:
         with self.cv:
             self.sent += 1
             seq = self.sent
@@ -109,7 +114,7 @@ class _Outbox:
             self.acked = max(self.acked, seq)
             self.cv.notify_all()
 
-    def take(self, ack: int, timeout: float) -> list[tuple[int, str, dict]]:
+    def take(self, ack: int, timeout: float) -> list[tuple[int, str, object]]:
         """Acknowledge records up to ``ack``; return the next ones (waiting up to ``timeout``)."""
         self.ack(ack)
         try:
@@ -122,22 +127,14 @@ class _Outbox:
             except queue.Empty:
                 return batch
 
-    def on_round(self, record: dict) -> None:
-        self.send("round", record)
+    def forward(self, event) -> None:
+        self.send(KINDS[type(event)], event)
 
-    def on_eval(self, record: dict) -> None:
-        self.send("eval", record)
+    on_round = on_eval = on_checkpoint = on_checkpoint_failed = forward
 
-    def on_checkpoint(self, path, step: int) -> None:
-        self.send("checkpoint", {"path": str(path), "step": step})
-
-    def on_checkpoint_failed(self, record: dict) -> None:
-        self.send("checkpoint_failed", record)
-
-    def on_replica(self, record: dict) -> None:
+    def on_replica(self, event: ReplicaEvent) -> None:
         # membership may have changed: the server stores where replicas now run and the spec
-        self.send("replica", {"record": record, "placement": placement(self.engine),
-                              "spec": self.engine.spec.to_dict()})
+        self.forward(dataclasses.replace(event, placement=placement(self.engine), spec=self.engine.spec.to_dict()))
 
 
 def _process_start_time(pid="self"):
@@ -339,7 +336,7 @@ class JobRunner:
         return {"top_eigenvalue": report["top_eigenvalues"][0], "hessian_trace": report["trace"],
                 "near_zero_fraction": report["near_zero_fraction"]}
 
-    def next(self, ack: int, timeout: float = 1.0) -> list[tuple[int, str, dict]]:
+    def next(self, ack: int, timeout: float = 1.0) -> list[tuple[int, str, object]]:
         """Acknowledge records up to ``ack``; return the next ones (waiting up to ``timeout``)."""
         return self.outbox.take(ack, timeout)
 

@@ -44,6 +44,7 @@ from pathlib import Path
 
 from ray import tune
 
+from core.events import CheckpointEvent, EvalRecord, Listener, RoundRecord, api, record
 from core.sweep_spec import DRIVER_BUNDLE, apply, footprint, num_samples, to_tune
 
 ASHA_MAX_T = 1e8  # ASHA's max_t, in effective epochs: beyond any budget, so a trial is never stopped for reaching it
@@ -249,39 +250,35 @@ class _Relay(tune.Callback):
         self.sink("trial_end", {"trial_id": t.trial_id, "state": "FAILED", "error": t.error, "value": t.value})
 
 
-class _Reporter:
+class _Reporter(Listener):
     """Engine listener in a trial: one ``tune.report`` per evaluation, once its round's
     checkpoint is written (or at the next round when no checkpoint follows it); the final
-    evaluation is held for the final report, which :func:`_trial` makes after the run."""
+    evaluation is held for the final report, which :func:`_trial` makes after the run. The
+    result keeps the run directory's names (core.events.record), as ``trials.jsonl`` has them."""
 
     def __init__(self, total: int):
         self.total, self.pending, self.last_round, self.checkpoint_round = total, None, None, 0
 
-    def on_round(self, record: dict) -> None:
+    def on_round(self, event: RoundRecord) -> None:
         self.flush()
-        self.last_round = record
+        self.last_round = event
 
-    def on_eval(self, record: dict) -> None:
-        self.pending = record
+    def on_eval(self, event: EvalRecord) -> None:
+        self.pending = record(event)
 
-    def on_checkpoint(self, path, step: int) -> None:
-        self.checkpoint_round = step
-        if self.pending is not None and self.pending["round"] == step:
+    def on_checkpoint(self, event: CheckpointEvent) -> None:
+        self.checkpoint_round = event.round
+        if self.pending is not None and self.pending["round"] == event.round:
             self.flush()
 
-    def on_replica(self, record: dict) -> None:
-        pass
-
     def flush(self, final: bool = False, summary: dict | None = None) -> None:
-        from coordinator.records import PROGRESS_KEYS, pick
-
         ev = self.pending
         if ev is None or (ev["round"] >= self.total and not final):
             return
         self.pending = None
         result = {k: ev[k] for k in ("round", "epoch", "test_error", "test_loss", "grad_evals_total",
                                      "data_passes_per_replica", "wall_s") if ev.get(k) is not None}
-        progress = pick(self.last_round or {}, PROGRESS_KEYS)
+        progress = api(self.last_round) if self.last_round is not None else {}
         tune.report({**result, "total_rounds": self.total, "checkpoint_round": self.checkpoint_round,
                      "progress": progress, "final": final, **({"summary": summary} if summary else {})})
 

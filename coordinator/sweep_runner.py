@@ -164,11 +164,11 @@ class Recorder:
             self._trial_end(cid, p)
 
     def _result(self, cid: str, p: dict) -> None:
-        from coordinator.records import EVAL_KEYS, pick
+        from core.events import EvalRecord, api_of
 
         r, value = p["result"], p.get("value")
         self.results[cid] = r
-        ev = pick(r, EVAL_KEYS)
+        ev = api_of(EvalRecord, r)
         progress = {**(r.get("progress") or {}), "round": r.get("round", 0), "epoch": r.get("epoch", 0.0),
                     "total_rounds": r.get("total_rounds", 0)}
         info = {"trial_id": cid.removeprefix(self.id + "-"), "config": self.configs.get(cid, {}), "value": value}
@@ -198,10 +198,10 @@ class Recorder:
             self.m.store.finish(cid, "SUCCEEDED", reason, summary=_summary_of(r), sweep={**info, "stopped_early": True})
             event = {"kind": "stopped_early", "message": reason}
         else:
-            from coordinator.records import SUMMARY_KEYS, pick
+            from core.events import Summary, api_of
 
             self.standing["succeeded"] += 1
-            self.m.store.finish(cid, "SUCCEEDED", "finished", summary=pick(p.get("summary") or {}, SUMMARY_KEYS),
+            self.m.store.finish(cid, "SUCCEEDED", "finished", summary=api_of(Summary, p.get("summary") or {}),
                                 sweep=info)
             event = {"kind": "succeeded", "message": ""}
         self._event({"trial": cid, **event, "round": r.get("round", 0), "epoch": r.get("epoch", 0.0),
@@ -248,13 +248,13 @@ class Recorder:
 
 
 def _summary_of(r: dict) -> dict | None:
-    """A summary from a trial's last Tune result (for a trial that did not run to its end)."""
+    """A summary from a trial's last Tune result (for a trial that did not run to its end):
+    its evaluation's fields, its round and epoch as the rounds and epochs run."""
+    from core.events import Summary, api_of
+
     if not r:
         return None
-    keys = {"test_error": "test_error", "test_loss": "test_loss", "round": "rounds", "epoch": "epochs",
-            "grad_evals_total": "grad_evals_total", "data_passes_per_replica": "data_passes_per_replica",
-            "wall_s": "wall_seconds"}
-    return {out: r[k] for k, out in keys.items() if r.get(k) is not None}
+    return api_of(Summary, {**r, "rounds": r.get("round"), "epochs": r.get("epoch")})
 
 
 def _resolved(spec_data: dict) -> dict:

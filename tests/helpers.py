@@ -8,6 +8,7 @@ from coordinator.evaluate import Evaluator
 from coordinator.pool import LocalPool
 from core.spec import JobSpec
 from coordinator.strategies import make_strategy
+from core.events import RoundRecord
 from worker.data.datasets import load_dataset
 
 
@@ -33,6 +34,16 @@ def ray_engine(spec: JobSpec, dataset=None) -> Engine:
     from coordinator.pool import RayPool
 
     return _engine(spec, dataset or synthetic(), RayPool)
+
+
+def round_record(round: int = 1, **over) -> RoundRecord:
+    """A plausible RoundRecord with ``over`` set, for tests that feed listeners by hand."""
+    values = dict(round=round, total_rounds=10, epoch=round / 10, loss=1.0, train_error=0.5, gamma=0.1, lr=0.1,
+                  inner_lr=0.1, grad_norm=0.2, spread=0.3, samples_per_second=640.0, round_seconds=0.1,
+                  compute_seconds=0.09, comm_seconds=0.01, aggregate_seconds=0.001, samples=64, grad_evals=4,
+                  bytes_sent=10, bytes_received=10, replica_failures=0,
+                  replicas=[{"replica": 0, "loss": 1.0, "compute_s": 0.09, "grad_evals": 4}])
+    return RoundRecord(**{**values, **over})
 
 
 def _engine(spec: JobSpec, ds, pool_cls) -> Engine:

@@ -371,9 +371,10 @@ def test_annotation_metrics_are_exported():
     from prometheus_client import generate_latest
 
     from coordinator.metrics import ServiceMetrics
+    from core.events import ReplicaEvent
 
     m = ServiceMetrics(retain_s=3600)
-    m.listener("j1").on_replica({"kind": "failed"})
+    m.listener("j1").on_replica(ReplicaEvent(replica=0, round=1, kind="failed", cause=""))
     m.job_finished("j1", "SUCCEEDED")
     text = generate_latest(m.registry).decode()
     for name in ANNOTATION_METRICS:

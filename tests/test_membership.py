@@ -5,19 +5,16 @@ import torch
 
 from coordinator.pool import free_ids
 from coordinator.strategies.parle import Parle
+from core.events import Listener, record
 from tests.helpers import local_engine, spec_of
 
 
-class Events:
+class Events(Listener):
     def __init__(self):
         self.replica = []
 
-    def on_round(self, record): pass
-    def on_eval(self, record): pass
-    def on_checkpoint(self, path, step): pass
-
-    def on_replica(self, record):
-        self.replica.append(record)
+    def on_replica(self, event):
+        self.replica.append(record(event))
 
 
 def parle_spec(**over):

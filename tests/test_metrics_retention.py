@@ -8,6 +8,8 @@ import pytest
 from prometheus_client import generate_latest
 
 from coordinator.metrics import ServiceMetrics
+from core.events import EvalRecord, ReplicaEvent
+from tests.helpers import round_record
 
 
 def exported(m: ServiceMetrics) -> str:
@@ -16,12 +18,14 @@ def exported(m: ServiceMetrics) -> str:
 
 def feed(m: ServiceMetrics, job_id: str) -> None:
     listener = m.listener(job_id)
-    listener.on_round({"loss": 1.0, "gamma": 0.1, "rho": 0.5, "lr": 0.1, "grad_evals": 4, "samples": 64,
-                       "compute_s": 0.1, "comm_s": 0.01, "bytes_sent": 10, "bytes_received": 10,
-                       "grad_norm": 0.2, "spread": 0.3,
-                       "replicas": [{"replica": 0, "loss": 1.0, "compute_s": 0.1, "grad_evals": 4}]})
-    listener.on_eval({"test_error": 0.5, "test_loss": 1.2})
-    listener.on_replica({"kind": "added", "replicas": 1})
+    listener.on_round(round_record(loss=1.0, gamma=0.1, rho=0.5, lr=0.1, grad_evals=4, samples=64,
+                                   compute_seconds=0.1, comm_seconds=0.01, bytes_sent=10, bytes_received=10,
+                                   grad_norm=0.2, spread=0.3,
+                                   replicas=[{"replica": 0, "loss": 1.0, "compute_s": 0.1, "grad_evals": 4}]))
+    listener.on_eval(EvalRecord(round=1, epoch=0.1, test_error=0.5, test_loss=1.2, grad_evals_total=4,
+                                grad_evals_per_replica=4, samples_total=64, data_passes_per_replica=0.1,
+                                data_passes_total=0.1, wall_seconds=0.1))
+    listener.on_replica(ReplicaEvent(replica=0, round=1, kind="added", cause="", replicas=1))
 
 
 def wait_until_gone(m: ServiceMetrics, needle: str, timeout: float = 30.0) -> None:

@@ -7,6 +7,7 @@ from coordinator.engine import Engine
 from coordinator.evaluate import Evaluator
 from coordinator.pool import PlacementError, RayPool
 from coordinator.strategies import make_strategy
+from core.events import Listener
 from tests.helpers import local_engine, spec_of, synthetic
 
 
@@ -66,8 +67,7 @@ def test_a_replica_dying_between_rounds_is_recreated_when_the_engine_checkpoints
     eng = _ray_engine(spec)
     eng.checkpoint_dir = tmp_path
     seen = []
-    eng.listeners.append(type("L", (), {"on_replica": lambda self, r: seen.append((r["replica"], r["kind"])),
-                                        **{m: lambda self, *a: None for m in ("on_round", "on_eval", "on_checkpoint")}})())
+    eng.listeners.append(type("L", (Listener,), {"on_replica": lambda self, r: seen.append((r.replica, r.kind))})())
     try:
         eng.step()
         local_ray.kill(eng.pool.actors[1])  # dies after its round, before the checkpoint asks for its state

@@ -8,6 +8,8 @@ import time
 import pytest
 
 from coordinator.runner import _Outbox
+from core.events import CheckpointEvent
+from tests.helpers import round_record
 
 
 def drain(box: _Outbox) -> list:
@@ -20,22 +22,23 @@ def drain(box: _Outbox) -> list:
 def test_each_record_waits_for_its_acknowledgement_and_records_keep_their_order():
     box = _Outbox()
     done = []
+    rnd, ckpt = round_record(1), CheckpointEvent(round=1, path="/x/ckpt-00000001.pt")
 
     def loop():  # the engine's thread: a round, then a checkpoint
-        box.on_round({"round": 1})
+        box.on_round(rnd)
         done.append("round")
-        box.on_checkpoint("/x/ckpt-00000001.pt", 1)
+        box.on_checkpoint(ckpt)
         done.append("checkpoint")
 
     t = threading.Thread(target=loop)
     t.start()
     first = box.queue.get(timeout=10)
-    assert first == (1, "round", {"round": 1})
+    assert first == (1, "round", rnd)
     t.join(0.2)
     assert done == [] and t.is_alive()  # not stored yet: the loop may not checkpoint
     box.ack(1)
     second = box.queue.get(timeout=10)
-    assert second == (2, "checkpoint", {"path": "/x/ckpt-00000001.pt", "step": 1})
+    assert second == (2, "checkpoint", ckpt)
     assert done == ["round"]
     box.ack(2)
     t.join(10)

@@ -27,9 +27,10 @@ import torch
 from coordinator.checkpoint import CheckpointError, list_checkpoints, load_latest, save_checkpoint, step_of, verify
 from coordinator.rundir import MetricsLog, RunDir
 from coordinator.store import JobStore, StoreError
+from core.events import Listener, record
 from services.api import jobs_pb2 as pb
 from services.api import jobs_pb2_grpc
-from tests.helpers import local_engine, spec_of
+from tests.helpers import local_engine, round_record, spec_of
 from tests.service_harness import ServerProcess, follow, report_fault, runner_pids, wait_for
 from tests.test_service import create, quick_spec
 
@@ -94,7 +95,7 @@ def _engine_with_faults(directory: str, broken: set, total: int = 8):
     return eng, log
 
 
-class Recorder:
+class Recorder(Listener):
     """Engine listener: breaks the checkpoint directory for the rounds in ``broken`` (moved
     aside, a plain file in its place) and records what the engine reports."""
 
@@ -102,19 +103,17 @@ class Recorder:
         self.dir, self.aside, self.broken = directory, directory.with_name("aside"), broken
         self.ok, self.failed = [], []
 
-    def on_round(self, record: dict) -> None:
-        if record["round"] in self.broken and not self.aside.exists():
+    def on_round(self, event) -> None:
+        if event.round in self.broken and not self.aside.exists():
             self.dir.mkdir(exist_ok=True)
             self.dir.rename(self.aside)
             self.dir.write_text("not a directory")
-        elif record["round"] not in self.broken and self.aside.exists():
+        elif event.round not in self.broken and self.aside.exists():
             self.dir.unlink()
             self.aside.rename(self.dir)
 
-    def on_eval(self, record): pass
-    def on_replica(self, record): pass
-    def on_checkpoint(self, path, step): self.ok.append(step)
-    def on_checkpoint_failed(self, record): self.failed.append(record)
+    def on_checkpoint(self, event): self.ok.append(event.round)
+    def on_checkpoint_failed(self, event): self.failed.append(record(event))
 
 
 def test_failed_checkpoints_are_reported_training_goes_on_and_a_success_resets_the_count(tmp_path):
@@ -148,13 +147,13 @@ def _metrics_log_over_limit(run_dir: str) -> dict:
     rd.path.mkdir(parents=True, exist_ok=True)
     rd.metrics_path.write_bytes(b'{"kind": "round", "round": 1}\n{"kind": "round", "ro')  # torn by a crash
     log = MetricsLog(rd)
-    log.on_round({"round": 2})
+    log.on_round(round_record(2))
     size = rd.metrics_path.stat().st_size
     _set_fsize(size + 40)
-    log.on_round({"round": 3, "pad": "x" * 200})  # refused: kept in memory, the file cut back
+    log.on_round(round_record(3))  # longer than 40 bytes, so refused: kept in memory, the file cut back
     refused_size = rd.metrics_path.stat().st_size
     _unlimited()
-    log.on_round({"round": 4})
+    log.on_round(round_record(4))
     log.close()
     return {"size": size, "refused_size": refused_size}
 
