@@ -151,17 +151,16 @@ class Recorder:
         return f"{self.id}-{trial_id}"
 
     def handle(self, kind: str, p: dict) -> None:
-        cid = self.child(p["trial_id"])
-        if kind == "trial_start":
-            self.m.store.create_trial(cid, self.id, _resolved(p["spec"]), {"trial_id": p["trial_id"],
-                                                                          "config": p["config"]})
-            self.configs[cid] = p["config"]
-            self.standing["started"] += 1
-            self._event({"trial": cid, "kind": "started", "config": _strs(p["config"])})
-        elif kind == "trial_result":
-            self._result(cid, p)
-        elif kind == "trial_end":
-            self._trial_end(cid, p)
+        handler = {"trial_start": self._start, "trial_result": self._result, "trial_end": self._trial_end}.get(kind)
+        if handler is not None:
+            handler(self.child(p["trial_id"]), p)
+
+    def _start(self, cid: str, p: dict) -> None:
+        self.m.store.create_trial(cid, self.id, _resolved(p["spec"]), {"trial_id": p["trial_id"],
+                                                                      "config": p["config"]})
+        self.configs[cid] = p["config"]
+        self.standing["started"] += 1
+        self._event({"trial": cid, "kind": "started", "config": _strs(p["config"])})
 
     def _result(self, cid: str, p: dict) -> None:
         from core.events import EvalRecord, api_of

@@ -139,36 +139,41 @@ def _watch(client, name: str, no_progress: bool = False, reconnect_s: float = 60
             bar.update(p.round - bar.n)
         bar.set_postfix({"loss": f"{p.loss:.3f}", "γ": f"{p.gamma:.2g}", "smp/s": f"{p.samples_per_second:.0f}"})
 
+    def on_snapshot(job) -> None:
+        nonlocal error, summary
+        set_progress(job.progress)
+        set_state(job.state)
+        error = job.error if job.HasField("error") else error
+        summary = job.summary if job.HasField("summary") else summary
+
+    def on_replica(r) -> None:
+        who = f"replica {r.replica} " if r.replica >= 0 else ""
+        bar.write(f"round {r.round}: {who}{r.kind}: {r.cause}")
+
+    def on_trial(t) -> None:  # a sweep's trial started, reported or ended
+        bar.write(f"{t.trial}: {t.kind} " + (str(dict(t.config)) if t.kind == "started" else
+                                             f"epoch {t.epoch:.3f} value {t.value:.4f} {t.message}"))
+
+    def on_error(e) -> None:
+        nonlocal error
+        error = e
+
+    def on_summary(s) -> None:
+        nonlocal summary
+        summary = s
+
+    # JobEvent's kind → what it does here (a kind this client does not know is skipped)
+    handlers = {"snapshot": on_snapshot, "state_change": lambda c: set_state(c.state, c.reason),
+                "progress": set_progress, "evaluation": lambda e: bar.write(_eval_line(e)),
+                "replica": on_replica, "trial": on_trial, "error": on_error, "summary": on_summary}
     try:
         while True:
             try:
                 for ev in client.watch(name, after_seq=seq or None):  # None: snapshot first
                     seq, lost_at, delay = max(seq, ev.seq), None, 0.2
                     kind = ev.WhichOneof("kind")
-                    if kind == "snapshot":
-                        job = ev.snapshot
-                        set_progress(job.progress)
-                        set_state(job.state)
-                        error = job.error if job.HasField("error") else error
-                        summary = job.summary if job.HasField("summary") else summary
-                    elif kind == "state_change":
-                        set_state(ev.state_change.state, ev.state_change.reason)
-                    elif kind == "progress":
-                        set_progress(ev.progress)
-                    elif kind == "evaluation":
-                        bar.write(_eval_line(ev.evaluation))
-                    elif kind == "replica":
-                        r = ev.replica
-                        who = f"replica {r.replica} " if r.replica >= 0 else ""
-                        bar.write(f"round {r.round}: {who}{r.kind}: {r.cause}")
-                    elif kind == "trial":  # a sweep's trial started, reported or ended
-                        t = ev.trial
-                        bar.write(f"{t.trial}: {t.kind} " + (str(dict(t.config)) if t.kind == "started" else
-                                                             f"epoch {t.epoch:.3f} value {t.value:.4f} {t.message}"))
-                    elif kind == "error":
-                        error = ev.error
-                    elif kind == "summary":
-                        summary = ev.summary
+                    if kind in handlers:
+                        handlers[kind](getattr(ev, kind))
                 if state not in TERMINAL:  # the stream ended early (a server going down): ask, then resume
                     job = client.get_job(name)
                     set_state(job.state)

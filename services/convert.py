@@ -65,21 +65,27 @@ def _message(cls, data: dict):
     return cls(**{k: v for k, v in data.items() if k in fields and v is not None})
 
 
-_EVENT_TYPES = {"progress": ("progress", pb.Progress), "evaluation": ("evaluation", pb.Evaluation),
-                "summary": ("summary", pb.JobSummary), "error": ("error", pb.JobError),
-                "replica": ("replica", pb.ReplicaEvent)}
+def _state_change(payload: dict) -> pb.StateChange:
+    return pb.StateChange(state=pb.State.Value(payload["state"]), reason=payload.get("reason", ""))
+
+
+def _trial(payload: dict) -> pb.TrialEvent:
+    """A sweep's: the trial's id becomes its name, the config stays JSON text."""
+    return _message(pb.TrialEvent, {**payload, "trial": f"jobs/{payload['trial']}"})
+
+
+# stored event kind → (JobEvent field, payload → message). The engine's events are stored with
+# the API's names (core.events.api), so they fill their message by name.
+_EVENTS = {"state": ("state_change", _state_change), "trial": ("trial", _trial),
+           **{kind: (kind, functools.partial(_message, cls)) for kind, cls in (
+               ("progress", pb.Progress), ("evaluation", pb.Evaluation), ("summary", pb.JobSummary),
+               ("error", pb.JobError), ("replica", pb.ReplicaEvent))}}
 
 
 def event_to_proto(ev) -> pb.JobEvent:  # ev: coordinator.store.Event
     msg = pb.JobEvent(seq=ev.seq, time=_ts(ev.time))
-    if ev.kind == "state":
-        msg.state_change.CopyFrom(pb.StateChange(state=pb.State.Value(ev.payload["state"]),
-                                                 reason=ev.payload.get("reason", "")))
-    elif ev.kind == "trial":  # a sweep's: the trial's id becomes its name, the config stays JSON text
-        msg.trial.CopyFrom(_message(pb.TrialEvent, {**ev.payload, "trial": f"jobs/{ev.payload['trial']}"}))
-    else:
-        field, cls = _EVENT_TYPES[ev.kind]
-        getattr(msg, field).CopyFrom(_message(cls, ev.payload))
+    field, to_message = _EVENTS[ev.kind]
+    getattr(msg, field).CopyFrom(to_message(ev.payload))
     return msg
 
 

@@ -2,8 +2,9 @@
 
 ``metrics.jsonl`` (coordinator.rundir.MetricsLog) is the run's own record, one JSON object a line
 with a ``kind``: ``round``, ``eval``, ``checkpoint``, ``checkpoint_failed`` and ``replica`` (whose
-own ``kind`` — failed, restarted, added, removed or scale_failed, see coordinator/engine.py —
-overwrites it, so those are the kinds a line carries).
+own ``kind`` — failed, restarted, added, removed or scale_failed, see core.events.ReplicaEvent —
+overwrites it, so those are the kinds a line carries), under the run directory's names
+(core.events.record).
 It holds every round, so plots and exports need no Prometheus; the functions here are pure
 (records in, numbers out) so ``esgd plot`` and ``esgd export`` can be tested on hand-written records.
 
@@ -29,7 +30,6 @@ REPLICA_KINDS = ("failed", "restarted", "added", "removed", "scale_failed")
 FAILURES = ("failed", "checkpoint_failed", "scale_failed")
 MEMBERSHIP = ("added", "removed", "restarted")
 EVENT_KINDS = FAILURES + MEMBERSHIP + ("resumed",)
-KNOWN_KINDS = ("round", "eval", "checkpoint", "checkpoint_failed") + REPLICA_KINDS
 
 
 class HistoryError(SpecError):
@@ -120,25 +120,28 @@ def parse_lines(lines, source: str) -> History:
                 break  # torn tail: the writer appends whole lines, the reader may be early
             raise HistoryError(f"{source}, line {n}: not JSON ({exc.msg} at column {exc.colno})") from None
         kind = rec.get("kind") if isinstance(rec, dict) else None
-        if kind not in KNOWN_KINDS:
+        if kind not in _COLLECT:
             if isinstance(rec, dict) and isinstance(kind, str):
                 continue  # a kind from a newer writer: skipped, so older clients still draw what they know
             raise HistoryError(f"{source}, line {n}: expected a record with a 'kind', got {line[:80]!r}")
         if not isinstance(rec.get("round"), int) or isinstance(rec["round"], bool):
             raise HistoryError(f"{source}, line {n}: a {kind} record without an integer 'round': {line[:80]!r}")
-        if kind == "round":
-            if h.rounds and rec["round"] <= h.rounds[-1]["round"]:
-                _rewind(h, rec["round"])
-            h.rounds.append(rec)
-        elif kind == "eval":
-            h.evals.append(rec)
-        elif kind == "checkpoint":
-            h.checkpoints.append(rec)
-        elif kind == "checkpoint_failed":
-            h.events.append({**rec, "replica": -1, "cause": rec.get("message") or rec.get("cause", "")})
-        elif kind in REPLICA_KINDS:  # MetricsLog writes {"kind": "replica", **record}: the record's kind wins
-            h.events.append(rec)
+        _COLLECT[kind](h, rec)
     return h
+
+
+def _round(h: History, rec: dict) -> None:
+    if h.rounds and rec["round"] <= h.rounds[-1]["round"]:
+        _rewind(h, rec["round"])
+    h.rounds.append(rec)
+
+
+# a line's kind → where it goes in the History (MetricsLog writes a replica event with its own kind)
+_COLLECT = {"round": _round, "eval": lambda h, rec: h.evals.append(rec),
+            "checkpoint": lambda h, rec: h.checkpoints.append(rec),
+            "checkpoint_failed": lambda h, rec: h.events.append(
+                {**rec, "replica": -1, "cause": rec.get("message") or rec.get("cause", "")}),
+            **{kind: lambda h, rec: h.events.append(rec) for kind in REPLICA_KINDS}}
 
 
 def _rewind(h: History, rnd: int) -> None:
