@@ -25,6 +25,8 @@
 #   scripts/compose-check.sh                 # everything above; prints each step with its time
 #   scripts/compose-check.sh --keep          # leave the cluster up (then: --down)
 #   scripts/compose-check.sh --down          # tear down what --keep left
+#   scripts/compose-check.sh --build-only    # steps 1-4 for the esgd image alone: build it, print
+#                                            # its size, tear down (with --keep: leave it built)
 #
 # Runs as root. Settings: ESGD_COMPOSE_WORK (default /var/tmp/esgd-compose), ESGD_FRESH_WORK
 # (debootstrap cache parent, default /var/tmp/esgd-fresh), ESGD_CHECK_PORT_BASE (default 24000:
@@ -40,10 +42,12 @@ STORAGE=${ESGD_CHECK_STORAGE:-overlay2}
 PROJECT=esgd-check
 KEEP=0
 DOWN_ONLY=0
+BUILD_ONLY=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --keep) KEEP=1; shift;;
         --down) DOWN_ONLY=1; shift;;
+        --build-only) BUILD_ONLY=1; shift;;
         -h|--help) sed -n '2,34p' "$0"; exit 0;;
         *) echo "compose-check: unknown argument '$1'" >&2; exit 2;;
     esac
@@ -298,6 +302,11 @@ stop_pid "$HTTP_PID" 5
 SIZE=$($DOCKER image inspect --format '{{.Size}}' esgd:latest)
 echo "  esgd:latest is $SIZE bytes ($((SIZE / 1000000)) MB)"
 $DOCKER run --rm --network none esgd:latest python -c "import importlib.metadata as m, importlib.util; print('  ray', m.version('ray'), '| torch', m.version('torch'), '| pyarrow', 'yes' if importlib.util.find_spec('pyarrow') else 'no', '| pandas', 'yes' if importlib.util.find_spec('pandas') else 'no')" 2>/dev/null || true
+grep -o 'smoke-check: .*' "$LOGS/build-esgd.log" | sed 's/^/  /'
+if [ "$BUILD_ONLY" = 1 ]; then
+    step "build only: esgd:latest built ($SIZE bytes)"
+    exit 0
+fi
 
 step "image esgd-prometheus:latest (Debian's prometheus, deploy/prometheus/Dockerfile)"
 $DOCKER build --network host -f "$REPO/deploy/prometheus/Dockerfile" -t esgd-prometheus:latest \

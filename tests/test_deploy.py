@@ -187,7 +187,14 @@ def test_dockerfile():
     assert 'pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}"' in text
     # exactly the runtime dependencies: project.dependencies, never an optional extra
     assert "['project']['dependencies']" in text and "optional-dependencies" not in text
-    assert "pip install --no-deps ." in text and "pip check" in text
+    # the trim, then the check that the trimmed runtime still works: pip check (the packages removed
+    # on purpose aside), imports, a real job and a real Tune sweep
+    assert "pip install --no-deps ." in text
+    assert re.search(r"^COPY deploy/trim-venv\.sh deploy/$", text, re.M) and "sh deploy/trim-venv.sh " in text
+    assert re.search(r"^\s*python deploy/smoke-check\.py$", text, re.M)
+    smoke = (DEPLOY / "smoke-check.py").read_text()
+    assert '"pip", "check"' in smoke and "run_sweep(" in smoke and '"--flatness"' in smoke
+    assert subprocess.run(["sh", "-n", str(DEPLOY / "trim-venv.sh")]).returncode == 0
     # two stages: the runtime gets the built venv, not the build's CA bundle or pip settings
     stages = re.split(r"^FROM ", text, flags=re.M)
     assert len(stages) == 4 and stages[2].startswith("base AS build") and stages[3].startswith("base\n")

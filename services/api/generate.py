@@ -7,6 +7,9 @@ such as protoletariat do.
 
     python -m services.api.generate           # regenerate
     python -m services.api.generate --check   # exit 1 when the committed stubs are stale
+
+protoc comes from grpcio-tools, a development tool: it is in the `test` extra (`make install`
+installs it), not in the runtime dependencies, so the image does not carry it.
 """
 from __future__ import annotations
 
