@@ -29,9 +29,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from core.errors import CapacityError, SpecError  # noqa: F401  (raised with the spec; re-exported)
 from core.init_from_spec import InitFromSpec
+from core.methods import METHODS
 from core.sweep_spec import SweepSpec, check_space
 
-STRATEGIES = ("entropy-sgd", "parle", "elastic-sgd", "sgd", "replicated-sgd")
+STRATEGIES = tuple(m.name for m in METHODS)  # core.methods declares each method once
 MODEL_NAMES = ("mnistfc", "lenet", "allcnn-bn", "char-lstm", "mlp")
 COMM_DTYPES = ("float32", "bfloat16", "float16")
 DATASET_NAMES = ("fashion-mnist", "mnist", "idx", "cifar10", "text", "synthetic", "synthetic-text")
@@ -42,15 +43,13 @@ BUDGET_REQUIRED = ("a budget is required: give exactly one of train.epochs (effe
                    "train.outer_steps (rounds)")
 LR_SCHEDULES = ("step", "cosine")
 
-# What each baseline strategy pins (the special cases in the README's strategy table). Setting
-# one of these fields explicitly to another value is an error; leaving it out takes the pinned value.
+# What each baseline strategy pins (core.methods; the special cases in docs/design.md's strategy
+# table). Setting one of these fields explicitly to another value is an error; leaving it out
+# takes the pinned value.
 FORCED: dict[str, dict[str, dict[str, float]]] = {
-    "sgd": {"inner": {"gamma0": 0.0, "noise": 0.0, "alpha": 1.0}, "outer": {"lr": 1.0, "momentum": 0.0}},
-    "elastic-sgd": {"inner": {"gamma0": 0.0, "noise": 0.0, "alpha": 1.0}, "outer": {"lr": 1.0, "momentum": 0.0}},
-    "replicated-sgd": {"inner": {"gamma0": 0.0, "noise": 0.0, "alpha": 1.0}, "outer": {"lr": 1.0, "momentum": 0.0}},
-}
+    m.name: {section: dict(values) for section, values in m.pinned.items()} for m in METHODS if m.pinned}
 # Strategies whose replicas each keep their own anchor x^a (the others share one anchor x).
-PER_REPLICA_ANCHORS = ("parle", "elastic-sgd", "replicated-sgd")
+PER_REPLICA_ANCHORS = tuple(m.name for m in METHODS if m.per_replica_anchors)
 # Strategies whose inner loop is plain minibatch descent (γ = 0, ε = 0, α = 1 pinned): the only
 # ones where another inner optimizer (Adam) means something; the others run a Langevin chain.
 PLAIN_INNER_LOOP = tuple(FORCED)
