@@ -45,7 +45,7 @@ def batches_per_pass(spec: JobSpec, num_train: int) -> int:
 class Engine:
     def __init__(self, spec: JobSpec, strategy: Strategy, pool, evaluator: Evaluator, *,
                  num_train: int, checkpoint_dir: Path | None = None, listeners: list | None = None):
-        self.spec = spec.resolved()
+        self.spec = spec.require_resolved("Engine")
         self.strategy, self.pool, self.evaluator = strategy, pool, evaluator
         self.checkpoint_dir = checkpoint_dir
         self.listeners = list(listeners or [])

@@ -269,13 +269,37 @@ class JobSpec(_Section):
             check_space(self)  # each distribution validated through this very model
         return self
 
+    # ----- resolution: once, where a spec enters -------------------------------------------
+    @property
+    def is_resolved(self) -> bool:
+        """Whether every field the strategy pins is set, to its pinned value: resolving would
+        change nothing. True of any spec parsed back from a resolved one (a stored job, a run
+        directory's spec.yaml), which carries every field."""
+        for section, pinned in FORCED.get(self.strategy, {}).items():
+            sec = getattr(self, section)
+            if any(key not in sec.model_fields_set or getattr(sec, key) != value for key, value in pinned.items()):
+                return False
+        return True
+
     def resolved(self) -> "JobSpec":
-        """This spec with the strategy's pinned values filled in: what actually runs."""
-        pinned = FORCED.get(self.strategy, {})
-        if not pinned:
+        """This spec with the strategy's pinned values filled in: what actually runs.
+
+        Called where a spec enters (CreateJob, ``esgd run``, a reproduce run, a sweep trial);
+        everything downstream takes the resolved spec (:meth:`require_resolved`). Idempotent and
+        cheap: a resolved spec is returned as it is."""
+        if self.is_resolved:
             return self
         return self.model_copy(update={sec: getattr(self, sec).model_copy(update=vals)
-                                       for sec, vals in pinned.items()})
+                                       for sec, vals in FORCED[self.strategy].items()})
+
+    def require_resolved(self, who: str) -> "JobSpec":
+        """This spec, which ``who`` takes resolved (the strategy's pinned values filled in);
+        raise ValueError when it is not: the caller skipped :meth:`resolved` where the spec entered."""
+        if not self.is_resolved:
+            raise ValueError(f"{who} takes a resolved spec: call JobSpec.resolved() where the spec enters "
+                             f"(strategy {self.strategy} pins "
+                             f"{', '.join(f'{sec}.{key}' for sec, vals in FORCED[self.strategy].items() for key in vals)})")
+        return self
 
     # ----- construction -----------------------------------------------------------------
     @classmethod

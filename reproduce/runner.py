@@ -135,7 +135,7 @@ class Runner:
 
     def run(self, spec: JobSpec, run_dir: str | Path) -> RunResult:
         """Run ``spec`` in ``run_dir`` (under the output directory), or reuse a finished identical run."""
-        rd = Path(run_dir)
+        spec, rd = spec.resolved(), Path(run_dir)  # where a reproduce run's spec enters
         if not self.fresh and self._finished(spec, rd):
             result = read_run(rd)
             result.reused = True
@@ -165,7 +165,7 @@ class Runner:
             old = JobSpec.parse(yaml.safe_load((rd / "spec.yaml").read_text())).resolved().to_dict()
         except (OSError, ValueError, yaml.YAMLError):  # SpecError is a ValueError
             return False
-        return summary.get("status") == "succeeded" and old == spec.resolved().to_dict()
+        return summary.get("status") == "succeeded" and old == spec.to_dict()
 
 
 # ----- small statistics and formatting helpers ---------------------------------------------------

@@ -36,6 +36,7 @@ def ray_engine(spec: JobSpec, dataset=None) -> Engine:
 
 
 def _engine(spec: JobSpec, ds, pool_cls) -> Engine:
+    spec = spec.resolved()
     ev = Evaluator(spec, ds)
     strategy = make_strategy(spec, ev.initial_state, ev.flat.num_params)
     return Engine(spec, strategy, pool_cls(spec, ds), ev, num_train=ds.num_train)

@@ -11,7 +11,7 @@ from tests.helpers import local_engine, spec_of, synthetic
 
 
 def _ray_engine(spec):
-    ds = synthetic()
+    spec, ds = spec.resolved(), synthetic()
     ev = Evaluator(spec, ds)
     strategy = make_strategy(spec, ev.initial_state, ev.flat.num_params)
     return Engine(spec, strategy, RayPool(spec, ds), ev, num_train=ds.num_train)

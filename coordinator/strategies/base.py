@@ -54,7 +54,7 @@ class Strategy(ABC):
     method: ClassVar[Method]
 
     def __init__(self, spec: JobSpec, init_state: torch.Tensor, num_params: int):
-        self.spec = spec.resolved()
+        self.spec = spec.require_resolved(type(self).__name__)
         self.num_params = num_params
         self.replicas = spec.replicas
         self._lr_factor = 1.0
