@@ -192,7 +192,7 @@ def run_engine(system: str, spec, args) -> dict:
         resources={"cpus_per_replica": 1, "threads_per_replica": 1}, **extra).resolved()
     with tempfile.TemporaryDirectory(prefix="esgd-network-") as tmp:
         engine = build_engine(job, RunDir(tmp))
-        nodes = sorted({info["node_ip"] for info in engine.pool.info})
+        nodes = sorted({s.info["node_ip"] for s in engine.pool.slots})
         quiet_link(args.cluster)
         evals, next_eval, wire0 = [], args.eval_every, wire_bytes(args.cluster)
         try:

@@ -244,7 +244,7 @@ def run_engine(name: str, spec: JobSpec, args) -> dict:
     capture = Capture()
     with tempfile.TemporaryDirectory(prefix="esgd-vs-ray-") as tmp:
         engine = build_engine(job, RunDir(tmp), listeners=[capture])
-        pids = [info["pid"] for info in engine.pool.info]
+        pids = [s.info["pid"] for s in engine.pool.slots]
         first, cpu0, eval_cpu = time.perf_counter(), cpu_s() + sum(map(cpu_s, pids)), 0.0
         try:
             next_eval = args.eval_every

@@ -25,6 +25,7 @@ from typing import Protocol
 from coordinator.checkpoint import save_checkpoint
 from coordinator.evaluate import Evaluator
 from coordinator.membership import DivergenceError, Membership, ReplicaError
+from coordinator.pool import ReplicaPool
 from core.spec import JobSpec
 from coordinator.strategies.base import Strategy
 
@@ -43,7 +44,7 @@ def batches_per_pass(spec: JobSpec, num_train: int) -> int:
 
 
 class Engine:
-    def __init__(self, spec: JobSpec, strategy: Strategy, pool, evaluator: Evaluator, *,
+    def __init__(self, spec: JobSpec, strategy: Strategy, pool: ReplicaPool, evaluator: Evaluator, *,
                  num_train: int, checkpoint_dir: Path | None = None, listeners: list | None = None):
         self.spec = spec.require_resolved("Engine")
         self.strategy, self.pool, self.evaluator = strategy, pool, evaluator

@@ -81,8 +81,8 @@ def error_of(exc: BaseException) -> dict:
 
 def placement(engine) -> list[dict]:
     """Where each replica runs; ``index`` is its position, as in replica events."""
-    return [{**{k: i[k] for k in ("node_id", "node_ip", "pid", "device")}, "index": p}
-            for p, i in enumerate(getattr(engine.pool, "info", [])) if i]
+    return [{**{k: s.info[k] for k in ("node_id", "node_ip", "pid", "device")}, "index": p}
+            for p, s in enumerate(engine.pool.slots) if s.info]
 
 
 class _Outbox:

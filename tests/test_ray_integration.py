@@ -23,7 +23,7 @@ def test_ray_replicas_reproduce_in_process_replicas(local_ray, strategy):
                    resources={"cpus_per_replica": 1})
     ray_eng, loc_eng = _ray_engine(spec), local_engine(spec)
     try:
-        info = ray_eng.pool.info
+        info = [s.info for s in ray_eng.pool.slots]
         assert len({i["pid"] for i in info}) == 2  # one process per replica
         assert all(i["threads"] == 1 and i["device"] == "cpu" for i in info)
         for _ in range(3):
@@ -70,7 +70,7 @@ def test_a_replica_dying_between_rounds_is_recreated_when_the_engine_checkpoints
                                         **{m: lambda self, *a: None for m in ("on_round", "on_eval", "on_checkpoint")}})())
     try:
         eng.step()
-        local_ray.kill(eng.pool.actors[1])  # dies after its round, before the checkpoint asks for its state
+        local_ray.kill(eng.pool.slots[1].replica)  # dies after its round, before the checkpoint asks for its state
         ckpt = torch.load(eng.checkpoint(), weights_only=False)
         assert seen == [(1, "failed"), (1, "restarted")] and eng.counters["replica_failures"] == 1
         assert [s["drawn"] for s in ckpt["replicas"]] == [2, 2]  # the new replica continues the stream
@@ -96,7 +96,7 @@ def test_a_replica_that_dies_on_its_way_up_is_replaced_within_the_placement_time
 
         pool._new = dies_first
         pool.restart(0, {"drawn": 3})
-        assert len(made) == 2 and pool.actors[0] is made[1]
+        assert len(made) == 2 and pool.slots[0].replica is made[1]
         assert pool.get_states()[0]["drawn"] == 3
     finally:
         pool.shutdown()
