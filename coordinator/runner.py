@@ -11,10 +11,11 @@ waits on the replicas, and between rounds, when it computes, they are idle. Ray 
 an idle pooled worker process that has already imported torch and our modules, when there is
 one (:mod:`coordinator.warm`). Protocol:
 
-* ``start(data=[ref])`` builds the engine (resuming from the newest checkpoint) on the dataset
-  the server already put in the object store (or loads it itself without ``data``) and starts
-  the loop in a thread; it answers the round budget, where the replicas run and when each
-  start-up step ended (``timings``), or the error that stopped it.
+* ``start(data=[ref])`` builds the engine (coordinator.compose; replicas as Ray actors,
+  resuming from the newest checkpoint) on the dataset the server already put in the object
+  store (or loads it itself without ``data``) and starts the loop in a thread; it answers the
+  round budget, where the replicas run and when each start-up step ended (``timings``), or
+  the error that stopped it.
 * ``next(ack)`` returns the engine's records in order (round, evaluation, checkpoint, replica
   change, and last the end of the run). The loop waits at each record until the server has
   acknowledged storing it, so a checkpoint is never written ahead of the rounds before it —
@@ -30,7 +31,7 @@ replicas with it, and the next server start resumes the job from its checkpoint.
 from __future__ import annotations
 
 import errno
-import inspect
+import functools
 import os
 import queue
 import threading
@@ -146,33 +147,17 @@ def _process_start_time(pid="self"):
     return process_start_time(pid)
 
 
-def new_ray_pool(spec, dataset, dataset_ref=None):
-    """A RayPool for ``spec``; with ``dataset_ref`` (the dataset already in the object store)
-    the pool shares it instead of putting ``dataset`` again, where RayPool accepts it."""
-    from coordinator.pool import RayPool
-
-    if dataset_ref is not None and "dataset_ref" in inspect.signature(RayPool.__init__).parameters:
-        return RayPool(spec, dataset, dataset_ref=dataset_ref)
-    return RayPool(spec, dataset)
-
-
 def dataset_bytes(dataset) -> int:
     return sum(getattr(v, "nbytes", 0) for v in vars(dataset).values())
 
 
-def build_engine(spec, rd, *, listeners: list, dataset_ref=None, marks: dict | None = None):
-    """:func:`coordinator.local_run.build_engine` for the service (Ray replicas, resume from
-    the newest checkpoint), on the dataset at ``dataset_ref`` when given (read zero-copy from
-    the object store, and shared with the replicas), else loaded here; ``marks`` gets the time
-    each step ended (data, model, replicas, engine). A load that failed raises the loader's
-    error; a reference whose object is gone (its loader's process died, the object was lost)
-    is not the job's fault: the data is loaded here instead (``marks["data_fallback"]``)."""
-    from coordinator.checkpoint import load_latest
-    from coordinator.engine import Engine
-    from coordinator.evaluate import Evaluator
-    from coordinator.init_from import load_initial_weights
+def job_dataset(spec, dataset_ref=None, marks: dict | None = None) -> tuple:
+    """(dataset, reference): the job's dataset, read zero-copy from the object store at
+    ``dataset_ref`` when given (and shared with the replicas through that reference), else
+    loaded here. A load that failed raises the loader's error; a reference whose object is gone
+    (its loader's process died, the object was lost) is not the job's fault: the data is loaded
+    here instead (``marks["data_fallback"]``, and the reference returned is None)."""
     from coordinator.local_run import dataset_for
-    from coordinator.strategies import make_strategy
 
     marks = {} if marks is None else marks
     dataset = None
@@ -184,24 +169,7 @@ def build_engine(spec, rd, *, listeners: list, dataset_ref=None, marks: dict | N
     if dataset is None:
         dataset = dataset_for(spec)
     marks["data"] = time.time()
-    evaluator = Evaluator(spec, dataset)
-    found = load_latest(rd.checkpoints)
-    if found is None:  # a fresh start: from init_from's weights, if any (a resume restores its own)
-        load_initial_weights(spec, evaluator, runs=rd.path.parent)
-    strategy = make_strategy(spec, evaluator.initial_state, evaluator.flat.num_params)
-    marks["model"] = time.time()
-    pool = new_ray_pool(spec, dataset, dataset_ref)
-    marks["replicas"] = time.time()
-    try:
-        engine = Engine(spec, strategy, pool, evaluator, num_train=dataset.num_train,
-                        checkpoint_dir=rd.checkpoints, listeners=listeners)
-        if found:
-            engine.restore(found[1])
-    except BaseException:
-        pool.shutdown()
-        raise
-    marks["engine"] = time.time()
-    return engine
+    return dataset, dataset_ref
 
 
 def _get(ref):
@@ -264,6 +232,8 @@ class JobRunner:
         """Build the engine and start the loop. ``data``: ``[ref]``, the job's dataset in the
         object store (in a list, so Ray hands over the reference, not the value): a
         ``load_data`` result of this runner or of an earlier job's."""
+        from coordinator.compose import build_engine
+        from coordinator.pool import RayPool
         from coordinator.rundir import MetricsLog, RunDir
         from core.spec import JobSpec
 
@@ -273,8 +243,10 @@ class JobRunner:
             rd = RunDir(self.run_dir)
             rd.prepare(spec, resume=True)
             self.metrics_log = MetricsLog(rd)
-            self.engine = build_engine(spec, rd, listeners=[self.metrics_log, self.log, self.outbox],
-                                       dataset_ref=data[0] if data else None, marks=self.marks)
+            dataset, ref = job_dataset(spec, data[0] if data else None, self.marks)
+            self.engine = build_engine(spec, dataset, functools.partial(RayPool, dataset_ref=ref),
+                                       checkpoint_dir=rd.checkpoints, resume=True, runs=rd.path.parent,
+                                       listeners=[self.metrics_log, self.log, self.outbox], marks=self.marks)
         except Exception as exc:  # noqa: BLE001 - reported as the job's error
             self.log.file.write(-1, 0, "log", "ERROR", f"esgd.runner: the job could not start: {exc}")
             return {"error": error_of(exc)}

@@ -3,11 +3,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from coordinator.compose import build_engine
 from coordinator.engine import Engine
-from coordinator.evaluate import Evaluator
 from coordinator.pool import LocalPool
 from core.spec import JobSpec
-from coordinator.strategies import make_strategy
 from worker.data.datasets import load_dataset
 
 
@@ -24,19 +23,12 @@ def spec_of(**sections) -> JobSpec:
 
 
 def local_engine(spec: JobSpec, dataset=None) -> Engine:
-    """An engine on in-process replicas (LocalPool)."""
-    return _engine(spec, dataset or synthetic(), LocalPool)
+    """An engine on in-process replicas (LocalPool); the test's spec is resolved here, where it enters."""
+    return build_engine(spec.resolved(), dataset or synthetic(), LocalPool)
 
 
 def ray_engine(spec: JobSpec, dataset=None) -> Engine:
     """The same engine on real Ray actors (RayPool); needs a running Ray (the local_ray fixture)."""
     from coordinator.pool import RayPool
 
-    return _engine(spec, dataset or synthetic(), RayPool)
-
-
-def _engine(spec: JobSpec, ds, pool_cls) -> Engine:
-    spec = spec.resolved()
-    ev = Evaluator(spec, ds)
-    strategy = make_strategy(spec, ev.initial_state, ev.flat.num_params)
-    return Engine(spec, strategy, pool_cls(spec, ds), ev, num_train=ds.num_train)
+    return build_engine(spec.resolved(), dataset or synthetic(), RayPool)

@@ -3,25 +3,15 @@ import numpy as np
 import pytest
 import torch
 
-from coordinator.engine import Engine
-from coordinator.evaluate import Evaluator
 from coordinator.pool import PlacementError, RayPool
-from coordinator.strategies import make_strategy
-from tests.helpers import local_engine, spec_of, synthetic
-
-
-def _ray_engine(spec):
-    spec, ds = spec.resolved(), synthetic()
-    ev = Evaluator(spec, ds)
-    strategy = make_strategy(spec, ev.initial_state, ev.flat.num_params)
-    return Engine(spec, strategy, RayPool(spec, ds), ev, num_train=ds.num_train)
+from tests.helpers import local_engine, ray_engine, spec_of, synthetic
 
 
 @pytest.mark.parametrize("strategy", ["parle", "entropy-sgd"])
 def test_ray_replicas_reproduce_in_process_replicas(local_ray, strategy):
     spec = spec_of(strategy=strategy, replicas=2, inner={"steps": 3, "noise": 1e-3, "momentum": 0.5},
                    resources={"cpus_per_replica": 1})
-    ray_eng, loc_eng = _ray_engine(spec), local_engine(spec)
+    ray_eng, loc_eng = ray_engine(spec), local_engine(spec)
     try:
         info = [s.info for s in ray_eng.pool.slots]
         assert len({i["pid"] for i in info}) == 2  # one process per replica
@@ -42,7 +32,7 @@ def test_ray_replicas_reproduce_in_process_replicas(local_ray, strategy):
 def test_checkpoint_state_round_trips_through_actors(local_ray):
     spec = spec_of(strategy="entropy-sgd", replicas=2, inner={"steps": 2, "momentum": 0.9},
                    resources={"cpus_per_replica": 0.5})
-    eng = _ray_engine(spec)
+    eng = ray_engine(spec)
     try:
         eng.step()
         states = eng.pool.get_states()
@@ -63,7 +53,7 @@ def test_unplaceable_replicas_time_out_with_a_clear_error(local_ray):
 
 def test_a_replica_dying_between_rounds_is_recreated_when_the_engine_checkpoints(local_ray, tmp_path):
     spec = spec_of(strategy="parle", replicas=2, inner={"steps": 2}, resources={"cpus_per_replica": 0.5})
-    eng = _ray_engine(spec)
+    eng = ray_engine(spec)
     eng.checkpoint_dir = tmp_path
     seen = []
     eng.listeners.append(type("L", (), {"on_replica": lambda self, r: seen.append((r["replica"], r["kind"])),
