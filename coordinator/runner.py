@@ -11,6 +11,7 @@ waits on the replicas, and between rounds, when it computes, they are idle. Ray 
 an idle pooled worker process that has already imported torch and our modules, when there is
 one (:mod:`coordinator.warm`). Protocol:
 
+* It is created with the job's resolved spec (the one CreateJob resolved and stored).
 * ``start(data=[ref])`` builds the engine (coordinator.compose; replicas as Ray actors,
   resuming from the newest checkpoint) on the dataset the server already put in the object
   store (or loads it itself without ``data``) and starts the loop in a thread; it answers the
@@ -188,8 +189,8 @@ def _get(ref):
 
 @ray.remote(num_cpus=0, max_concurrency=4)
 class JobRunner:
-    def __init__(self, spec: dict, run_dir: str, env: dict | None = None, log_bytes: int | None = None):
-        """``env``: the server's data policy (worker.data.roots.DataPolicy.env: the data roots
+    def __init__(self, spec, run_dir: str, env: dict | None = None, log_bytes: int | None = None):
+        """``spec``: the job's resolved core.spec.JobSpec. ``env``: the server's data policy (worker.data.roots.DataPolicy.env: the data roots
         and size caps), applied to this process before it reads any data. Passed explicitly
         rather than as a runtime_env, which would keep the job off the warm worker processes;
         on an external cluster this is how the roots reach the node that reads the data."""
@@ -203,18 +204,17 @@ class JobRunner:
 
         self.marks["torch"] = time.time()
         torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))  # evaluation runs while replicas wait
-        self.spec_data, self.run_dir = spec, run_dir
+        self.spec, self.run_dir = spec, run_dir
         self.outbox = _Outbox()
         self.engine = None
         self.cancelled, self.stopping = threading.Event(), threading.Event()
 
     def dataset_key(self) -> str | None:
         """The job's :func:`coordinator.warm.dataset_key`, computed where the data is read."""
-        from core.spec import JobSpec
         from coordinator.warm import dataset_key
 
         try:
-            return dataset_key(JobSpec.parse(self.spec_data))
+            return dataset_key(self.spec)
         except Exception:  # noqa: BLE001 - no key: the job loads its data uncached
             return None
 
@@ -223,10 +223,9 @@ class JobRunner:
         reference without reading it: Ray makes the caller own a call's result, so the object
         stays in the store after this runner is gone, for the next job on the same data."""
         from coordinator.local_run import dataset_for
-        from core.spec import JobSpec
 
         self.marks["load"] = time.time()
-        return dataset_for(JobSpec.parse(self.spec_data))
+        return dataset_for(self.spec)
 
     def start(self, cancelled: bool = False, data: list | None = None) -> dict:
         """Build the engine and start the loop. ``data``: ``[ref]``, the job's dataset in the
@@ -235,11 +234,10 @@ class JobRunner:
         from coordinator.compose import build_engine
         from coordinator.pool import RayPool
         from coordinator.rundir import MetricsLog, RunDir
-        from core.spec import JobSpec
 
         self.marks["start"] = time.time()
+        spec = self.spec
         try:
-            spec = JobSpec.parse(self.spec_data)
             rd = RunDir(self.run_dir)
             rd.prepare(spec, resume=True)
             self.metrics_log = MetricsLog(rd)
@@ -334,9 +332,9 @@ def _safe_summary(engine) -> dict | None:
         return None
 
 
-def start_runner(spec: dict, run_dir: str, env: dict | None = None, log_bytes: int | None = None):
-    """A JobRunner on this process's node (the run directory is on its disk); ``env``: the
-    server's data policy for the process that reads the job's data (JobRunner)."""
+def start_runner(spec, run_dir: str, env: dict | None = None, log_bytes: int | None = None):
+    """A JobRunner on this process's node (the run directory is on its disk) for the resolved
+    JobSpec ``spec``; ``env``: the server's data policy for the process that reads the job's data (JobRunner)."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     node = ray.get_runtime_context().get_node_id()
