@@ -190,10 +190,11 @@ def _get(ref):
 @ray.remote(num_cpus=0, max_concurrency=4)
 class JobRunner:
     def __init__(self, spec, run_dir: str, env: dict | None = None, log_bytes: int | None = None):
-        """``spec``: the job's resolved core.spec.JobSpec. ``env``: the server's data policy (worker.data.roots.DataPolicy.env: the data roots
-        and size caps), applied to this process before it reads any data. Passed explicitly
-        rather than as a runtime_env, which would keep the job off the warm worker processes;
-        on an external cluster this is how the roots reach the node that reads the data."""
+        """``spec``: the job's resolved core.spec.JobSpec. ``env``: the server's data policy
+        (worker.data.roots.DataPolicy.env: the data roots and size caps), applied to this process
+        before it reads any data. Passed explicitly rather than as a runtime_env, which would keep
+        the job off the warm worker processes; on an external cluster this is how the roots reach
+        the node that reads the data."""
         if env:
             os.environ.update(env)
         from coordinator.joblogs import DEFAULT_MAX_BYTES, RunnerLog

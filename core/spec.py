@@ -296,9 +296,9 @@ class JobSpec(_Section):
         """This spec, which ``who`` takes resolved (the strategy's pinned values filled in);
         raise ValueError when it is not: the caller skipped :meth:`resolved` where the spec entered."""
         if not self.is_resolved:
+            pins = ", ".join(f"{sec}.{key}" for sec, vals in FORCED[self.strategy].items() for key in vals)
             raise ValueError(f"{who} takes a resolved spec: call JobSpec.resolved() where the spec enters "
-                             f"(strategy {self.strategy} pins "
-                             f"{', '.join(f'{sec}.{key}' for sec, vals in FORCED[self.strategy].items() for key in vals)})")
+                             f"(strategy {self.strategy} pins {pins})")
         return self
 
     # ----- construction -----------------------------------------------------------------

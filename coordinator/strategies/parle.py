@@ -47,7 +47,8 @@ class Parle(Strategy):
         super().__init__(spec, init_state, num_params)
         if init_state.dim() == 2:  # one start per replica (init.per_replica_seeds)
             if init_state.shape[0] != self.replicas:
-                raise ValueError(f"{self.method.name}: {init_state.shape[0]} initial states for {self.replicas} replicas")
+                raise ValueError(f"{self.method.name}: {init_state.shape[0]} initial states for "
+                                 f"{self.replicas} replicas")
             self.states = init_state.detach().float().clone().contiguous()
         else:
             self.states = init_state.detach().float().reshape(1, -1).repeat(self.replicas, 1).contiguous()
