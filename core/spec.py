@@ -43,9 +43,8 @@ BUDGET_REQUIRED = ("a budget is required: give exactly one of train.epochs (effe
                    "train.outer_steps (rounds)")
 LR_SCHEDULES = ("step", "cosine")
 
-# What each baseline strategy pins (core.methods; the special cases in docs/design.md's strategy
-# table). Setting one of these fields explicitly to another value is an error; leaving it out
-# takes the pinned value.
+# What each baseline strategy pins (core.methods; docs/design.md's strategy table). Setting one
+# of these fields explicitly to another value is an error; leaving it out takes the pinned value.
 FORCED: dict[str, dict[str, dict[str, float]]] = {
     m.name: {section: dict(values) for section, values in m.pinned.items()} for m in METHODS if m.pinned}
 # Strategies whose replicas each keep their own anchor x^a (the others share one anchor x).
@@ -275,18 +274,13 @@ class JobSpec(_Section):
         """Whether every field the strategy pins is set, to its pinned value: resolving would
         change nothing. True of any spec parsed back from a resolved one (a stored job, a run
         directory's spec.yaml), which carries every field."""
-        for section, pinned in FORCED.get(self.strategy, {}).items():
-            sec = getattr(self, section)
-            if any(key not in sec.model_fields_set or getattr(sec, key) != value for key, value in pinned.items()):
-                return False
-        return True
+        return all(key in getattr(self, sec).model_fields_set and getattr(getattr(self, sec), key) == value
+                   for sec, pinned in FORCED.get(self.strategy, {}).items() for key, value in pinned.items())
 
     def resolved(self) -> "JobSpec":
-        """This spec with the strategy's pinned values filled in: what actually runs.
-
-        Called where a spec enters (CreateJob, ``esgd run``, a reproduce run, a sweep trial);
-        everything downstream takes the resolved spec (:meth:`require_resolved`). Idempotent and
-        cheap: a resolved spec is returned as it is."""
+        """This spec with the strategy's pinned values filled in: what actually runs. Called where a
+        spec enters (CreateJob, ``esgd run``, reproduce, a sweep trial); downstream code takes it
+        resolved (:meth:`require_resolved`). Idempotent and cheap: a resolved spec is returned as is."""
         if self.is_resolved:
             return self
         return self.model_copy(update={sec: getattr(self, sec).model_copy(update=vals)
