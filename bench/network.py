@@ -174,8 +174,10 @@ def run_ddp(spec, args) -> dict:
 
 
 def run_engine(system: str, spec, args) -> dict:
+    from coordinator.compose import build_engine
     from coordinator.evaluate import Evaluator
-    from coordinator.local_run import build_engine, dataset_for
+    from coordinator.local_run import dataset_for
+    from coordinator.pool import RayPool
     from coordinator.rundir import RunDir
     from core.spec import JobSpec
     from vs_ray_train import PROBE
@@ -191,8 +193,8 @@ def run_engine(system: str, spec, args) -> dict:
         train={"epochs": None, "outer_steps": 10**6, "eval_every": 10**6, "batch_size": spec.train.batch_size},
         resources={"cpus_per_replica": 1, "threads_per_replica": 1}, **extra).resolved()
     with tempfile.TemporaryDirectory(prefix="esgd-network-") as tmp:
-        engine = build_engine(job, RunDir(tmp))
-        nodes = sorted({info["node_ip"] for info in engine.pool.info})
+        engine = build_engine(job, dataset_for(job), RayPool, checkpoint_dir=RunDir(tmp).checkpoints)
+        nodes = sorted({s.info["node_ip"] for s in engine.pool.slots})
         quiet_link(args.cluster)
         evals, next_eval, wire0 = [], args.eval_every, wire_bytes(args.cluster)
         try:

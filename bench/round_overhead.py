@@ -27,11 +27,9 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 import ray  # noqa: E402
 import torch  # noqa: E402
 
-from coordinator.engine import Engine  # noqa: E402
-from coordinator.evaluate import Evaluator  # noqa: E402
+from coordinator.compose import build_engine  # noqa: E402
 from coordinator.pool import RayPool  # noqa: E402
 from core.spec import JobSpec  # noqa: E402
-from coordinator.strategies import make_strategy  # noqa: E402
 from worker.data.datasets import load_dataset  # noqa: E402
 
 
@@ -66,18 +64,15 @@ class NaiveReplica:
 def bench_engine(model, k, steps, rounds, dataset):
     spec = JobSpec.parse({"model": model, "strategy": "entropy-sgd", "replicas": k,
                           "inner": {"steps": steps}, "train": {"outer_steps": rounds},
-                          "resources": {"cpus_per_replica": min(1.0, 2.0 / k), "threads_per_replica": 1}})
-    ev = Evaluator(spec, dataset)
-    strategy = make_strategy(spec, ev.initial_state, ev.flat.num_params)
-    pool = RayPool(spec, dataset)
-    eng = Engine(spec, strategy, pool, ev, num_train=dataset.num_train)
+                          "resources": {"cpus_per_replica": min(1.0, 2.0 / k), "threads_per_replica": 1}}).resolved()
+    eng = build_engine(spec, dataset, RayPool)
     try:
         recs = [eng.step() for _ in range(rounds)][2:]  # the first rounds warm up
     finally:
-        pool.shutdown()
+        eng.pool.shutdown()
     med = lambda key: statistics.median(r[key] for r in recs)  # noqa: E731
     return {"round": med("round_s"), "compute": med("compute_s"), "aggregate": med("aggregate_s"),
-            "params": ev.flat.num_params}
+            "params": eng.evaluator.flat.num_params}
 
 
 def bench_naive(model, k, steps, rounds, dataset):

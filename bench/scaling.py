@@ -49,11 +49,9 @@ import ray  # noqa: E402
 import torch  # noqa: E402
 
 from coordinator.cluster import connect, disconnect  # noqa: E402
-from coordinator.engine import Engine  # noqa: E402
-from coordinator.evaluate import Evaluator  # noqa: E402
+from coordinator.compose import build_engine  # noqa: E402
 from coordinator.pool import RayPool  # noqa: E402
 from core.spec import JobSpec  # noqa: E402
-from coordinator.strategies import make_strategy  # noqa: E402
 from worker.data.datasets import load_dataset  # noqa: E402
 from worker.data.stream import BatchStream  # noqa: E402
 from worker.models import build_model, task_loss  # noqa: E402
@@ -127,14 +125,12 @@ def make_spec(strategy: str, k: int, args, threads: int) -> JobSpec:
                           "dataset": {"name": args.dataset, **({"path": args.data} if args.data else {})},
                           "inner": {"steps": args.steps},
                           "train": {"batch_size": args.batch, "outer_steps": args.warmup + args.rounds},
-                          "resources": res})
+                          "resources": res}).resolved()
 
 
 def measure(spec: JobSpec, pool: RayPool, dataset, args) -> dict:
     """Warm-up + measured rounds of the real engine on ``pool``; sums and means of the records."""
-    ev = Evaluator(spec, dataset)
-    eng = Engine(spec, make_strategy(spec, ev.initial_state, ev.flat.num_params), pool, ev,
-                 num_train=dataset.num_train)
+    eng = build_engine(spec, dataset, lambda *_: pool)  # the K group's pool, shared by its strategies
     for _ in range(args.warmup):
         eng.step()
     recs = [eng.step() for _ in range(args.rounds)]

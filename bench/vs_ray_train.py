@@ -10,7 +10,7 @@ Four systems train LeNet on Fashion-MNIST on this machine, from the same initial
     parle          our engine, ``examples/quickstart.yaml`` (Parle settings, K = 2, L = 20)
     entropy-sgd    our engine, ``examples/entropy-sgd-lenet.yaml`` with K = 2 (shared anchor)
     sgd            one process, 2 torch threads, the same batch 128 and optimizer as the DDP run
-Ours use ``coordinator.local_run.build_engine`` with real Ray actors (1 CPU, 1 thread each).
+Ours use ``coordinator.compose.build_engine`` with real Ray actors (1 CPU, 1 thread each).
 
 What is measured, and how:
 - *train s*: wall-clock seconds since the first training step, minus the time spent evaluating
@@ -60,8 +60,10 @@ import ray  # noqa: E402
 import torch  # noqa: E402
 
 from coordinator.cluster import connect, disconnect  # noqa: E402
+from coordinator.compose import build_engine  # noqa: E402
 from coordinator.evaluate import Evaluator, initial_model  # noqa: E402
-from coordinator.local_run import build_engine, dataset_for  # noqa: E402
+from coordinator.local_run import dataset_for  # noqa: E402
+from coordinator.pool import RayPool  # noqa: E402
 from coordinator.rundir import RunDir  # noqa: E402
 from core.events import EvalRecord, Listener, RoundRecord  # noqa: E402
 from core.spec import JobSpec  # noqa: E402
@@ -241,8 +243,9 @@ def run_engine(name: str, spec: JobSpec, args) -> dict:
     torch.set_num_threads(2)
     capture = Capture()
     with tempfile.TemporaryDirectory(prefix="esgd-vs-ray-") as tmp:
-        engine = build_engine(job, RunDir(tmp), listeners=[capture])
-        pids = [info["pid"] for info in engine.pool.info]
+        engine = build_engine(job, dataset_for(job), RayPool, checkpoint_dir=RunDir(tmp).checkpoints,
+                              listeners=[capture])
+        pids = [s.info["pid"] for s in engine.pool.slots]
         first, cpu0, eval_cpu = time.perf_counter(), cpu_s() + sum(map(cpu_s, pids)), 0.0
         try:
             next_eval = args.eval_every

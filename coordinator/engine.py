@@ -27,6 +27,7 @@ from pathlib import Path
 from coordinator.checkpoint import save_checkpoint
 from coordinator.evaluate import Evaluator
 from coordinator.membership import DivergenceError, Membership, ReplicaError
+from coordinator.pool import ReplicaPool
 from core.events import CheckpointEvent, CheckpointFailed, EvalRecord, Listener, RoundRecord, emit, record, to_run_dir
 from core.spec import JobSpec
 from coordinator.strategies.base import Strategy
@@ -38,9 +39,9 @@ def batches_per_pass(spec: JobSpec, num_train: int) -> int:
 
 
 class Engine:
-    def __init__(self, spec: JobSpec, strategy: Strategy, pool, evaluator: Evaluator, *,
+    def __init__(self, spec: JobSpec, strategy: Strategy, pool: ReplicaPool, evaluator: Evaluator, *,
                  num_train: int, checkpoint_dir: Path | None = None, listeners: list[Listener] | None = None):
-        self.spec = spec.resolved()
+        self.spec = spec.require_resolved("Engine")
         self.strategy, self.pool, self.evaluator = strategy, pool, evaluator
         self.checkpoint_dir = checkpoint_dir
         self.listeners = list(listeners or [])

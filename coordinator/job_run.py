@@ -35,7 +35,7 @@ def run_job(m, job_id: str, running) -> None:
         with m.lock:  # a cancel from now on sees the runner (and kills it while it starts)
             if running.cancel.is_set():
                 raise _CancelledBeforeStart()
-            runner = running.runner = start_runner(running.spec.to_dict(), str(m.run_dir(job_id).path.resolve()),
+            runner = running.runner = start_runner(running.spec, str(m.run_dir(job_id).path.resolve()),
                                                    env=m.data_policy.env(), log_bytes=m.limits.max_log_bytes)
         key, data, reused = _dataset_of(m, runner)
         try:

@@ -1,8 +1,9 @@
 """``esgd run``: one job, start to finish, in this process (embedded Ray by default).
 
-Wires the pieces together — dataset, evaluator (initial weights), strategy, replica pool,
-engine, run directory, progress bar — handles ``--resume`` and Ctrl-C: an interrupt abandons
-the round in flight, writes a checkpoint of the last completed round, and exits cleanly.
+Resolves the spec (where it enters), loads the dataset, has the composition root
+(coordinator.compose.build_engine) build the engine on a LocalPool or RayPool, adds the run
+directory and a progress bar, and handles ``--resume`` and Ctrl-C: an interrupt abandons the
+round in flight, writes a checkpoint of the last completed round, and exits cleanly.
 A run that fails records ``"status": "failed"`` in summary.json, so a corrected rerun into the
 same run directory starts afresh there instead of being refused. ``init_from: {path: FILE}``
 starts from a checkpoint file's model weights (coordinator.init_from).
@@ -11,21 +12,21 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Callable
 
-from coordinator.checkpoint import load_latest
-from coordinator.engine import Engine
-from coordinator.evaluate import Evaluator
-from coordinator.init_from import load_initial_weights
+from coordinator.compose import build_engine
+from coordinator.pool import LocalPool, RayPool
 from coordinator.rundir import MetricsLog, RunDir
 from core.events import EvalRecord, Listener, ReplicaEvent, RoundRecord
 from core.spec import JobSpec
-from coordinator.strategies import make_strategy
 from worker.data.datasets import Dataset, load_dataset
 
 
-def dataset_for(spec: JobSpec) -> Dataset:
+def dataset_for(spec: JobSpec, load: Callable[..., Dataset] = load_dataset) -> Dataset:
+    """The job's dataset: ``load`` (worker.data's loader, or a caller's cache of it) reads it;
+    the spec's subsets and label noise are taken here, seeded by the job."""
     d = spec.dataset
-    data = load_dataset(d.name, d.path, seq_len=d.seq_len, seed=spec.train.seed)
+    data = load(d.name, d.path, seq_len=d.seq_len, seed=spec.train.seed)
     if d.train_subset or d.test_subset:
         data = data.subset(train=d.train_subset, test=d.test_subset, seed=spec.train.seed)
     if d.label_noise:
@@ -63,38 +64,16 @@ class ProgressBar(Listener):
         self.bar.close()
 
 
-def build_engine(spec: JobSpec, rd: RunDir, *, local: bool = False, resume: bool = False,
-                 listeners: list | None = None) -> Engine:
-    """Dataset, evaluator (initial weights), strategy, replica pool and engine for ``spec``;
-    with ``resume`` the engine continues from the newest valid checkpoint in ``rd``."""
-    dataset = dataset_for(spec)
-    evaluator = Evaluator(spec, dataset)
-    found = load_latest(rd.checkpoints) if resume else None
-    if found is None:  # a fresh start: from init_from's checkpoint file, if any
-        load_initial_weights(spec, evaluator, runs=None)
-    strategy = make_strategy(spec, evaluator.initial_state, evaluator.flat.num_params)
-    if local:
-        from coordinator.pool import LocalPool
-
-        pool = LocalPool(spec, dataset)
-    else:
-        from coordinator.pool import RayPool
-
-        pool = RayPool(spec, dataset)
-    engine = Engine(spec, strategy, pool, evaluator, num_train=dataset.num_train,
-                    checkpoint_dir=rd.checkpoints, listeners=listeners)
-    if found:
-        engine.restore(found[1])
-    return engine
-
-
 def run_job(spec: JobSpec, run_dir: str | Path, *, resume: bool = False, ray_address: str | None = None,
-            local: bool = False, progress: bool = True, num_cpus: int | None = None) -> dict:
+            local: bool = False, progress: bool = True, num_cpus: int | None = None,
+            dataset: Dataset | None = None) -> dict:
     """Run ``spec`` to completion in ``run_dir``; return the summary (also in summary.json).
 
     ``local=True`` runs the replicas in this process (no Ray): for debugging and tests.
+    ``dataset``: the spec's dataset when the caller already holds it (``dataset_for``; reproduce
+    loads each one once per command), else it is loaded here.
     """
-    spec = spec.resolved()
+    spec = spec.resolved()  # where an ``esgd run`` spec enters
     rd = RunDir(run_dir)
     rd.prepare(spec, resume)
     if not local:
@@ -104,7 +83,9 @@ def run_job(spec: JobSpec, run_dir: str | Path, *, resume: bool = False, ray_add
         spec.check_capacity(resources.get("CPU", 0.0), resources.get("GPU", 0.0))
     metrics = MetricsLog(rd)
     try:
-        engine = build_engine(spec, rd, local=local, resume=resume, listeners=[metrics])
+        engine = build_engine(spec, dataset if dataset is not None else dataset_for(spec),
+                              LocalPool if local else RayPool, checkpoint_dir=rd.checkpoints, resume=resume,
+                              listeners=[metrics])
     except BaseException as exc:
         metrics.close()
         if not isinstance(exc, KeyboardInterrupt):

@@ -53,13 +53,15 @@ from coordinator.metrics import ServiceMetrics
 from coordinator.retention import delete_job
 from coordinator.rundir import RunDir
 from coordinator.scheduler import Scheduler, cpus_needed
+from coordinator.strategies import STRATEGIES
 from core.spec import JobSpec
 from coordinator.store import DEFAULT_OWNER, TERMINAL, JobRecord, JobStore, QueueFull
 from core.sweep_spec import trial_specs
 
 log = logging.getLogger("esgd.manager")
 
-SCALABLE = ("parle", "elastic-sgd", "entropy-sgd")  # sgd's K is its batch: scaling would change the method
+# what ``scale`` may resize: each strategy class's method says (core.methods; sgd's K is its batch)
+SCALABLE = tuple(name for name, cls in STRATEGIES.items() if cls.method.scalable)
 
 
 class JobManager:

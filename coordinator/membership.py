@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from coordinator.pool import PlacementError, free_ids
+from coordinator.pool import PlacementError, ReplicaPool, free_ids
 from core.events import ReplicaEvent
 
 
@@ -53,7 +53,7 @@ class Membership:
     ``replica_failures`` and ``replica_restarts``; ``on_size(k)`` is called after the replica
     count changed (the engine records the new size and checkpoints at once)."""
 
-    def __init__(self, pool, strategy, *, max_failures: int, min_replicas: int, counters: dict,
+    def __init__(self, pool: ReplicaPool, strategy, *, max_failures: int, min_replicas: int, counters: dict,
                  notify: Callable[[ReplicaEvent], None], on_size: Callable[[int], None]):
         self.pool, self.strategy = pool, strategy
         self.max_failures, self.min_replicas = max_failures, min_replicas

@@ -1,14 +1,19 @@
 """Replica pools: where the K replicas of a job live and how one round reaches them.
 
-``RayPool`` holds one :class:`worker.actor.ReplicaActor` per replica (lifecycle in one small
-class, in the spirit of ``ray.util.ActorPool``); ``LocalPool`` holds plain
-:class:`worker.replica.Replica` objects in this process, for tests and debugging. Both answer
-``run_round(anchors, hp) -> (results, failures, comm)`` so the round loop does not care.
+Both pools implement :class:`ReplicaPool`, the one interface the round loop (coordinator.engine)
+and the membership policy (coordinator.membership) use: ``RayPool`` holds one
+:class:`worker.actor.ReplicaActor` per replica (lifecycle in one small class, in the spirit of
+``ray.util.ActorPool``); ``LocalPool`` holds plain :class:`worker.replica.Replica` objects in
+this process, for tests and debugging. Each replica sits in a :class:`Slot`: its identity, the
+replica (or its actor) and where it runs. A pool is built from the resolved job spec (its
+replica count and resources); each replica gets only the spec's
+:class:`worker.replica.ReplicaConfig`, built once per pool.
 
-Membership: position ``p`` in the pool holds the replica with identity ``ids[p]`` (the seed of
-its data stream and RNGs). ``restart`` recreates one in place; ``add``/``remove`` change the
-membership between rounds (elastic scaling, or a lost replica that cannot be re-placed).
-A new identity is the smallest one not in use, so a pool scaled 4 → 2 → 4 has ids 0..3 again.
+Membership: position ``p`` in the pool is ``slots[p]``, the replica with identity
+``slots[p].id`` (the seed of its data stream and RNGs). ``restart`` recreates one in place;
+``add``/``remove`` change the membership between rounds (elastic scaling, or a lost replica
+that cannot be re-placed). A new identity is the smallest one not in use, so a pool scaled
+4 → 2 → 4 has ids 0..3 again.
 
 A round's broadcast is one ``ray.put`` per *distinct* anchor: a shared anchor is put once and
 read zero-copy by every replica on the node; Parle's K anchors are K puts, one each.
@@ -21,6 +26,8 @@ before it leaves and decodes each result once on arrival, so strategies see floa
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -29,7 +36,61 @@ from coordinator.strategies.base import ReplicaFailure, RoundResult
 from worker import comm
 from worker.data.datasets import Dataset
 from worker.langevin import InnerParams
-from worker.replica import Replica
+from worker.replica import Replica, ReplicaConfig
+
+
+@dataclass
+class Slot:
+    """One replica of a pool, at its position."""
+
+    id: int  # its identity in the job: the seed of its data stream and RNGs (worker.replica)
+    replica: Any  # the worker.replica.Replica (LocalPool), or its ReplicaActor's handle (RayPool)
+    info: dict = field(default_factory=dict)  # where it runs (RayPool: node_id, node_ip, pid, device, threads)
+
+
+@runtime_checkable
+class ReplicaPool(Protocol):
+    """Where a job's replicas live. Positions are indices into ``slots``; a strategy's
+    ``RoundResult.index`` and a ``ReplicaFailure.index`` are positions too."""
+
+    slots: list[Slot]
+    #: called with (replica id, lines) with each replica's captured output, by a pool that
+    #: captures it (RayPool; LocalPool's replicas print in this process)
+    on_log: Callable[[int, list], None] | None
+
+    @property
+    def ids(self) -> list[int]:
+        """Each position's identity."""
+
+    @property
+    def size(self) -> int: ...
+
+    def run_round(self, anchors: list[np.ndarray], hp: InnerParams
+                  ) -> tuple[list[RoundResult], list[ReplicaFailure], dict]:
+        """One round on every replica: one anchor for all, or one per position. Returns the
+        results that came back, the replicas that failed instead, and the bytes that crossed."""
+
+    def restart(self, index: int, state: dict) -> None:
+        """Recreate the replica at position ``index`` (same identity) and give it ``state``."""
+
+    def add(self, ids: list[int], state: dict) -> None:
+        """Append replicas with identities ``ids``, each given ``state``; all or none."""
+
+    def remove(self, positions: list[int]) -> None:
+        """Stop the replicas at ``positions``; the others keep their order."""
+
+    def get_states(self) -> list[dict]: ...
+
+    def collect_states(self) -> tuple[list[dict | None], list[ReplicaFailure]]:
+        """Every replica's state, and the replicas that failed instead of answering (None)."""
+
+    def set_states(self, states: list[dict]) -> None: ...
+
+    def shutdown(self) -> None: ...
+
+
+#: what the composition root (coordinator.compose.build_engine) is given to make a job's pool
+PoolFactory = Callable[[JobSpec, Dataset], ReplicaPool]
 
 
 def hp_bytes(hp: InnerParams) -> int:
@@ -52,54 +113,64 @@ def free_ids(ids: list[int], count: int) -> list[int]:
     return out
 
 
-class LocalPool:
-    def __init__(self, spec: JobSpec, dataset: Dataset):
-        self.spec, self.dataset = spec, dataset
-        self.replicas = [Replica(spec, k, dataset) for k in range(spec.replicas)]
+class _Slots:
+    """What both pools answer from their slots alone."""
+
+    slots: list[Slot]
 
     @property
     def ids(self) -> list[int]:
-        return [r.index for r in self.replicas]
+        return [s.id for s in self.slots]
 
     @property
     def size(self) -> int:
-        return len(self.replicas)
+        return len(self.slots)
+
+
+class LocalPool(_Slots):
+    def __init__(self, spec: JobSpec, dataset: Dataset):
+        self.config, self.dataset = ReplicaConfig.from_spec(spec), dataset
+        self.on_log = None  # never called: in-process replicas print here
+        self.slots = [self._slot(k) for k in range(spec.replicas)]
+
+    def _slot(self, k: int) -> Slot:
+        return Slot(k, Replica(self.config, k, self.dataset))
 
     def run_round(self, anchors: list[np.ndarray], hp: InnerParams):
-        dtype, received, results = self.spec.comm.dtype, 0, []
+        dtype, received, results = self.config.comm_dtype, 0, []
         wires = [comm.encode(a, dtype, "anchor values") for a in anchors]
-        for k, rep in enumerate(self.replicas):
+        for k, slot in enumerate(self.slots):
             j = k if len(anchors) > 1 else 0
-            wire, stats = rep.run(wires[j], hp)
+            wire, stats = slot.replica.run(wires[j], hp)
             received += wire.nbytes
             results.append(RoundResult(k, comm.unpack_result(wire, anchors[j], dtype), stats))
         return results, [], {"bytes_sent": sum(w.nbytes for w in wires) + hp_bytes(hp), "bytes_received": received}
 
     def restart(self, index: int, state: dict) -> None:
         """Recreate the replica at position ``index`` (same seed-derived stream), give it ``state``."""
-        self.replicas[index] = Replica(self.spec, self.replicas[index].index, self.dataset)
-        self.replicas[index].set_state(state)
+        self.slots[index] = self._slot(self.slots[index].id)
+        self.slots[index].replica.set_state(state)
 
     def add(self, ids: list[int], state: dict) -> None:
         for k in ids:
-            self.replicas.append(Replica(self.spec, k, self.dataset))
-            self.replicas[-1].set_state(state)
+            self.slots.append(self._slot(k))
+            self.slots[-1].replica.set_state(state)
 
     def remove(self, positions: list[int]) -> None:
-        self.replicas = [r for p, r in enumerate(self.replicas) if p not in set(positions)]
+        self.slots = [s for p, s in enumerate(self.slots) if p not in set(positions)]
 
     def get_states(self) -> list[dict]:
-        return [r.get_state() for r in self.replicas]
+        return [s.replica.get_state() for s in self.slots]
 
     def collect_states(self) -> tuple[list[dict], list[ReplicaFailure]]:
         return self.get_states(), []
 
     def set_states(self, states: list[dict]) -> None:
-        for r, s in zip(self.replicas, states):
-            r.set_state(s)
+        for s, state in zip(self.slots, states):
+            s.replica.set_state(state)
 
     def shutdown(self) -> None:
-        self.replicas = []
+        self.slots = []
 
 
 def resolve_gpus(spec: JobSpec, cluster_gpus: float) -> float:
@@ -112,7 +183,7 @@ def resolve_gpus(spec: JobSpec, cluster_gpus: float) -> float:
     return min(1.0, cluster_gpus / spec.replicas)
 
 
-class RayPool:
+class RayPool(_Slots):
     def __init__(self, spec: JobSpec, dataset: Dataset, *, placement_timeout_s: float | None = None,
                  dataset_ref=None):
         import ray
@@ -120,7 +191,8 @@ class RayPool:
         from worker.actor import ReplicaActor
 
         self._ray = ray
-        self.comm_dtype = spec.comm.dtype
+        config = ReplicaConfig.from_spec(spec)
+        self.comm_dtype = config.comm_dtype
         gpus = resolve_gpus(spec, ray.cluster_resources().get("GPU", 0.0))
         r = spec.resources
         threads = r.threads_per_replica or max(1, int(r.cpus_per_replica))
@@ -130,14 +202,13 @@ class RayPool:
         self.placement_timeout_s = placement_timeout_s or r.placement_timeout_s
         self._new = lambda k: (ray.remote(ReplicaActor)
                                .options(num_cpus=r.cpus_per_replica, num_gpus=gpus, max_restarts=0)
-                               .remote(spec, k, self._dataset_ref, threads, device))
+                               .remote(config, k, self._dataset_ref, threads, device))
         # a server's dataset cache (coordinator.warm) hands over the reference it already holds
         self._dataset_ref = dataset_ref if dataset_ref is not None else ray.put(dataset)
         self._describe = f"num_cpus={r.cpus_per_replica}, num_gpus={gpus:g} each"
-        self.ids = list(range(spec.replicas))
-        self.actors, self.info = self._start(self.ids)
+        self.slots = self._start(list(range(spec.replicas)))
 
-    def _start(self, ids: list[int]) -> tuple[list, list[dict]]:
+    def _start(self, ids: list[int]) -> list[Slot]:
         """Start one actor per identity in ``ids`` and wait until all are placed and built,
         within ``placement_timeout_s`` in all. On timeout kill them (releasing their pending
         resource requests) and raise :class:`PlacementError` — never wait forever.
@@ -148,37 +219,36 @@ class RayPool:
         error raised by the replica's own constructor is not retried; it is raised as it is."""
         ray = self._ray
         deadline = time.monotonic() + self.placement_timeout_s
-        actors = [self._new(k) for k in ids]
-        info: list[dict] = []
+        slots = [Slot(k, self._new(k)) for k in ids]
         last_death = ""
         try:
-            for p, k in enumerate(ids):
+            for slot in slots:
                 while True:
                     try:
-                        info.append(ray.get(actors[p].ready.remote(), timeout=max(0.0, deadline - time.monotonic())))
+                        slot.info = ray.get(slot.replica.ready.remote(), timeout=max(0.0, deadline - time.monotonic()))
                         break
                     except ray.exceptions.RayActorError as exc:
                         if exc.actor_init_failed:
                             raise
-                        last_death = f"; replica {k} died on its way up: {_root_cause(exc)}"
+                        last_death = f"; replica {slot.id} died on its way up: {_root_cause(exc)}"
                         if time.monotonic() >= deadline:
                             raise ray.exceptions.GetTimeoutError() from None
                         time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
-                        actors[p] = self._new(k)
+                        slot.replica = self._new(slot.id)
         except ray.exceptions.GetTimeoutError:
-            self._kill(actors)
+            self._kill(slots)
             raise PlacementError(
-                f"{len(actors)} replica(s) ({self._describe}) were not placed within {self.placement_timeout_s:g} s "
+                f"{len(slots)} replica(s) ({self._describe}) were not placed within {self.placement_timeout_s:g} s "
                 f"(resources.placement_timeout_s); the cluster has {_free(ray)} free{last_death}") from None
         except BaseException:
-            self._kill(actors)
+            self._kill(slots)
             raise
-        return actors, info
+        return slots
 
-    def _kill(self, actors: list) -> None:
-        for a in actors:
+    def _kill(self, slots: list[Slot]) -> None:
+        for s in slots:
             try:
-                self._ray.kill(a)
+                self._ray.kill(s.replica)
             except Exception:  # already dead: nothing to release
                 pass
 
@@ -187,34 +257,25 @@ class RayPool:
         room), give it ``state``; raise :class:`PlacementError` when it cannot be placed in time."""
         if self.closed:
             raise RuntimeError("the replica pool is shut down")
-        self._kill([self.actors[index]])  # usually already dead: that is why it is restarted
-        (actor,), (info,) = self._start([self.ids[index]])
-        self.actors[index], self.info[index] = actor, info
-        self._ray.get(actor.set_state.remote(state))
+        self._kill([self.slots[index]])  # usually already dead: that is why it is restarted
+        (slot,) = self._start([self.slots[index].id])
+        self.slots[index] = slot
+        self._ray.get(slot.replica.set_state.remote(state))
 
     def add(self, ids: list[int], state: dict) -> None:
         """Start replicas with identities ``ids`` and give them ``state``; all or none:
         when they cannot all be placed in time, none is kept and PlacementError is raised."""
         if self.closed:
             raise RuntimeError("the replica pool is shut down")
-        actors, info = self._start(ids)
-        self._ray.get([a.set_state.remote(state) for a in actors])
-        self.ids += ids
-        self.actors += actors
-        self.info += info
+        slots = self._start(ids)
+        self._ray.get([s.replica.set_state.remote(state) for s in slots])
+        self.slots += slots
 
     def remove(self, positions: list[int]) -> None:
         """Stop the replicas at ``positions`` and release their resources."""
         drop = set(positions)
-        self._kill([a for p, a in enumerate(self.actors) if p in drop])
-        keep = [p for p in range(len(self.actors)) if p not in drop]
-        self.ids = [self.ids[p] for p in keep]
-        self.actors = [self.actors[p] for p in keep]
-        self.info = [self.info[p] for p in keep]
-
-    @property
-    def size(self) -> int:
-        return len(self.actors)
+        self._kill([s for p, s in enumerate(self.slots) if p in drop])
+        self.slots = [s for p, s in enumerate(self.slots) if p not in drop]
 
     def run_round(self, anchors: list[np.ndarray], hp: InnerParams):
         ray = self._ray
@@ -224,7 +285,8 @@ class RayPool:
         refs = [ray.put(w) for w in wires]
         hp_arg = ray.put(hp) if hp_bytes(hp) else hp  # Replicated-SGD's centre: put once, like an anchor
         put_s = time.perf_counter() - t0  # encode + put
-        futures = [a.run.remote(refs[k if len(refs) > 1 else 0], hp_arg) for k, a in enumerate(self.actors)]
+        slots = list(self.slots)
+        futures = [s.replica.run.remote(refs[k if len(refs) > 1 else 0], hp_arg) for k, s in enumerate(slots)]
         results, failures = [], []
         for k, fut in enumerate(futures):
             try:
@@ -234,7 +296,7 @@ class RayPool:
                 continue
             lines = stats.pop("log", None)
             if lines and self.on_log is not None:
-                self.on_log(self.ids[k], lines)
+                self.on_log(slots[k].id, lines)
             received += wire.nbytes
             state = comm.unpack_result(wire, anchors[k if len(anchors) > 1 else 0], dtype)
             results.append(RoundResult(k, state, stats))
@@ -242,13 +304,13 @@ class RayPool:
                                    "bytes_received": received}
 
     def get_states(self) -> list[dict]:
-        return self._ray.get([a.get_state.remote() for a in self.actors])
+        return self._ray.get([s.replica.get_state.remote() for s in self.slots])
 
-    def collect_states(self) -> tuple[list[dict], list[ReplicaFailure]]:
+    def collect_states(self) -> tuple[list[dict | None], list[ReplicaFailure]]:
         """Every replica's state, and the replicas that died instead of answering (a replica
         can die between rounds too, e.g. while the engine checkpoints)."""
         states, failures = [], []
-        for k, ref in enumerate([a.get_state.remote() for a in self.actors]):
+        for k, ref in enumerate([s.replica.get_state.remote() for s in self.slots]):
             try:
                 states.append(self._ray.get(ref))
             except self._ray.exceptions.RayError as exc:
@@ -257,12 +319,12 @@ class RayPool:
         return states, failures
 
     def set_states(self, states: list[dict]) -> None:
-        self._ray.get([a.set_state.remote(s) for a, s in zip(self.actors, states)])
+        self._ray.get([s.replica.set_state.remote(state) for s, state in zip(self.slots, states)])
 
     def shutdown(self) -> None:
         self.closed = True
-        self._kill(getattr(self, "actors", []))
-        self.actors = []
+        self._kill(getattr(self, "slots", []))
+        self.slots = []
 
 
 def _free(ray) -> str:

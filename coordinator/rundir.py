@@ -42,11 +42,12 @@ class RunDir:
         self.summary_path = self.path / "summary.json"
 
     def prepare(self, spec: JobSpec, resume: bool) -> None:
-        """Create the directory and write the spec; refuse to mix two different jobs."""
+        """Create the directory and write the (resolved) spec; refuse to mix two different jobs."""
+        spec.require_resolved("RunDir.prepare")
         self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
         if resume and self.spec_path.exists():
             old = JobSpec.parse(yaml.safe_load(self.spec_path.read_text()))
-            changed = _diff(old.to_dict(), spec.resolved().to_dict()) - _RESUMABLE_CHANGES
+            changed = _diff(old.to_dict(), spec.to_dict()) - _RESUMABLE_CHANGES
             if changed:
                 raise SpecError(f"{sorted(changed)[0]}: differs from the run being resumed in {self.path} "
                                 f"(changed: {', '.join(sorted(changed))})", sorted(changed)[0])
@@ -58,7 +59,7 @@ class RunDir:
                 (self.path / name).unlink(missing_ok=True)
             for p in self.checkpoints.glob("ckpt-*") if self.checkpoints.is_dir() else ():
                 p.unlink(missing_ok=True)
-        self.write_text(self.spec_path, yaml.safe_dump(spec.resolved().to_dict(), sort_keys=False))
+        self.write_text(self.spec_path, yaml.safe_dump(spec.to_dict(), sort_keys=False))
 
     def holds_run(self) -> bool:
         """Whether a run is here that a new one must not overwrite: one with recorded rounds

@@ -11,10 +11,12 @@ waits on the replicas, and between rounds, when it computes, they are idle. Ray 
 an idle pooled worker process that has already imported torch and our modules, when there is
 one (:mod:`coordinator.warm`). Protocol:
 
-* ``start(data=[ref])`` builds the engine (resuming from the newest checkpoint) on the dataset
-  the server already put in the object store (or loads it itself without ``data``) and starts
-  the loop in a thread; it answers the round budget, where the replicas run and when each
-  start-up step ended (``timings``), or the error that stopped it.
+* It is created with the job's resolved spec (the one CreateJob resolved and stored).
+* ``start(data=[ref])`` builds the engine (coordinator.compose; replicas as Ray actors,
+  resuming from the newest checkpoint) on the dataset the server already put in the object
+  store (or loads it itself without ``data``) and starts the loop in a thread; it answers the
+  round budget, where the replicas run and when each start-up step ended (``timings``), or
+  the error that stopped it.
 * ``next(ack)`` returns the engine's events in order (core.events: round, evaluation,
   checkpoint, replica change), and last the end of the run. The loop waits at each record until the server has
   acknowledged storing it, so a checkpoint is never written ahead of the rounds before it —
@@ -31,7 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import inspect
+import functools
 import os
 import queue
 import threading
@@ -84,8 +86,8 @@ def error_of(exc: BaseException) -> dict:
 
 def placement(engine) -> list[dict]:
     """Where each replica runs; ``index`` is its position, as in replica events."""
-    return [{**{k: i[k] for k in ("node_id", "node_ip", "pid", "device")}, "index": p}
-            for p, i in enumerate(getattr(engine.pool, "info", [])) if i]
+    return [{**{k: s.info[k] for k in ("node_id", "node_ip", "pid", "device")}, "index": p}
+            for p, s in enumerate(engine.pool.slots) if s.info]
 
 
 class _Outbox(Listener):
@@ -143,33 +145,17 @@ def _process_start_time(pid="self"):
     return process_start_time(pid)
 
 
-def new_ray_pool(spec, dataset, dataset_ref=None):
-    """A RayPool for ``spec``; with ``dataset_ref`` (the dataset already in the object store)
-    the pool shares it instead of putting ``dataset`` again, where RayPool accepts it."""
-    from coordinator.pool import RayPool
-
-    if dataset_ref is not None and "dataset_ref" in inspect.signature(RayPool.__init__).parameters:
-        return RayPool(spec, dataset, dataset_ref=dataset_ref)
-    return RayPool(spec, dataset)
-
-
 def dataset_bytes(dataset) -> int:
     return sum(getattr(v, "nbytes", 0) for v in vars(dataset).values())
 
 
-def build_engine(spec, rd, *, listeners: list, dataset_ref=None, marks: dict | None = None):
-    """:func:`coordinator.local_run.build_engine` for the service (Ray replicas, resume from
-    the newest checkpoint), on the dataset at ``dataset_ref`` when given (read zero-copy from
-    the object store, and shared with the replicas), else loaded here; ``marks`` gets the time
-    each step ended (data, model, replicas, engine). A load that failed raises the loader's
-    error; a reference whose object is gone (its loader's process died, the object was lost)
-    is not the job's fault: the data is loaded here instead (``marks["data_fallback"]``)."""
-    from coordinator.checkpoint import load_latest
-    from coordinator.engine import Engine
-    from coordinator.evaluate import Evaluator
-    from coordinator.init_from import load_initial_weights
+def job_dataset(spec, dataset_ref=None, marks: dict | None = None) -> tuple:
+    """(dataset, reference): the job's dataset, read zero-copy from the object store at
+    ``dataset_ref`` when given (and shared with the replicas through that reference), else
+    loaded here. A load that failed raises the loader's error; a reference whose object is gone
+    (its loader's process died, the object was lost) is not the job's fault: the data is loaded
+    here instead (``marks["data_fallback"]``, and the reference returned is None)."""
     from coordinator.local_run import dataset_for
-    from coordinator.strategies import make_strategy
 
     marks = {} if marks is None else marks
     dataset = None
@@ -181,24 +167,7 @@ def build_engine(spec, rd, *, listeners: list, dataset_ref=None, marks: dict | N
     if dataset is None:
         dataset = dataset_for(spec)
     marks["data"] = time.time()
-    evaluator = Evaluator(spec, dataset)
-    found = load_latest(rd.checkpoints)
-    if found is None:  # a fresh start: from init_from's weights, if any (a resume restores its own)
-        load_initial_weights(spec, evaluator, runs=rd.path.parent)
-    strategy = make_strategy(spec, evaluator.initial_state, evaluator.flat.num_params)
-    marks["model"] = time.time()
-    pool = new_ray_pool(spec, dataset, dataset_ref)
-    marks["replicas"] = time.time()
-    try:
-        engine = Engine(spec, strategy, pool, evaluator, num_train=dataset.num_train,
-                        checkpoint_dir=rd.checkpoints, listeners=listeners)
-        if found:
-            engine.restore(found[1])
-    except BaseException:
-        pool.shutdown()
-        raise
-    marks["engine"] = time.time()
-    return engine
+    return dataset, dataset_ref
 
 
 def _get(ref):
@@ -217,11 +186,12 @@ def _get(ref):
 
 @ray.remote(num_cpus=0, max_concurrency=4)
 class JobRunner:
-    def __init__(self, spec: dict, run_dir: str, env: dict | None = None, log_bytes: int | None = None):
-        """``env``: the server's data policy (worker.data.roots.DataPolicy.env: the data roots
-        and size caps), applied to this process before it reads any data. Passed explicitly
-        rather than as a runtime_env, which would keep the job off the warm worker processes;
-        on an external cluster this is how the roots reach the node that reads the data."""
+    def __init__(self, spec, run_dir: str, env: dict | None = None, log_bytes: int | None = None):
+        """``spec``: the job's resolved core.spec.JobSpec. ``env``: the server's data policy
+        (worker.data.roots.DataPolicy.env: the data roots and size caps), applied to this process
+        before it reads any data. Passed explicitly rather than as a runtime_env, which would keep
+        the job off the warm worker processes; on an external cluster this is how the roots reach
+        the node that reads the data."""
         if env:
             os.environ.update(env)
         from coordinator.joblogs import DEFAULT_MAX_BYTES, RunnerLog
@@ -232,18 +202,17 @@ class JobRunner:
 
         self.marks["torch"] = time.time()
         torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))  # evaluation runs while replicas wait
-        self.spec_data, self.run_dir = spec, run_dir
+        self.spec, self.run_dir = spec, run_dir
         self.outbox = _Outbox()
         self.engine = None
         self.cancelled, self.stopping = threading.Event(), threading.Event()
 
     def dataset_key(self) -> str | None:
         """The job's :func:`coordinator.warm.dataset_key`, computed where the data is read."""
-        from core.spec import JobSpec
         from coordinator.warm import dataset_key
 
         try:
-            return dataset_key(JobSpec.parse(self.spec_data))
+            return dataset_key(self.spec)
         except Exception:  # noqa: BLE001 - no key: the job loads its data uncached
             return None
 
@@ -252,26 +221,28 @@ class JobRunner:
         reference without reading it: Ray makes the caller own a call's result, so the object
         stays in the store after this runner is gone, for the next job on the same data."""
         from coordinator.local_run import dataset_for
-        from core.spec import JobSpec
 
         self.marks["load"] = time.time()
-        return dataset_for(JobSpec.parse(self.spec_data))
+        return dataset_for(self.spec)
 
     def start(self, cancelled: bool = False, data: list | None = None) -> dict:
         """Build the engine and start the loop. ``data``: ``[ref]``, the job's dataset in the
         object store (in a list, so Ray hands over the reference, not the value): a
         ``load_data`` result of this runner or of an earlier job's."""
+        from coordinator.compose import build_engine
+        from coordinator.pool import RayPool
         from coordinator.rundir import MetricsLog, RunDir
-        from core.spec import JobSpec
 
         self.marks["start"] = time.time()
+        spec = self.spec
         try:
-            spec = JobSpec.parse(self.spec_data)
             rd = RunDir(self.run_dir)
             rd.prepare(spec, resume=True)
             self.metrics_log = MetricsLog(rd)
-            self.engine = build_engine(spec, rd, listeners=[self.metrics_log, self.log, self.outbox],
-                                       dataset_ref=data[0] if data else None, marks=self.marks)
+            dataset, ref = job_dataset(spec, data[0] if data else None, self.marks)
+            self.engine = build_engine(spec, dataset, functools.partial(RayPool, dataset_ref=ref),
+                                       checkpoint_dir=rd.checkpoints, resume=True, runs=rd.path.parent,
+                                       listeners=[self.metrics_log, self.log, self.outbox], marks=self.marks)
         except Exception as exc:  # noqa: BLE001 - reported as the job's error
             self.log.file.write(-1, 0, "log", "ERROR", f"esgd.runner: the job could not start: {exc}")
             return {"error": error_of(exc)}
@@ -359,9 +330,9 @@ def _safe_summary(engine) -> dict | None:
         return None
 
 
-def start_runner(spec: dict, run_dir: str, env: dict | None = None, log_bytes: int | None = None):
-    """A JobRunner on this process's node (the run directory is on its disk); ``env``: the
-    server's data policy for the process that reads the job's data (JobRunner)."""
+def start_runner(spec, run_dir: str, env: dict | None = None, log_bytes: int | None = None):
+    """A JobRunner on this process's node (the run directory is on its disk) for the resolved
+    JobSpec ``spec``; ``env``: the server's data policy for the process that reads the job's data (JobRunner)."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     node = ray.get_runtime_context().get_node_id()

@@ -7,6 +7,9 @@ or for a sweep what its concurrent trials hold (core.sweep_spec.footprint) — a
 (``--max-replicas-per-node``, summed over nodes). A job first in line that does not fit
 blocks the ones behind it, so a wide job is never starved by narrow ones.
 
+Each queued job's spec is parsed once, not on every tick: :meth:`Scheduler.spec_of` keeps the
+parsed (resolved: the store holds what CreateJob resolved) spec while the stored one is unchanged.
+
 It also requeues *orphans*: a job RUNNING in the store with no thread here lost that thread
 to a store write error (disk full); once the store takes writes again it resumes from its
 latest checkpoint, as after a server restart. Nothing is lost, nothing is run twice.
@@ -52,6 +55,7 @@ class Scheduler:
     def __init__(self, m):
         self.m = m
         self.thread: threading.Thread | None = None
+        self._specs: dict[str, tuple[dict, JobSpec]] = {}  # queued job id → (stored spec, parsed)
 
     def start(self) -> None:
         self.thread = threading.Thread(target=self._loop, name="esgd-scheduler", daemon=True)
@@ -65,6 +69,14 @@ class Scheduler:
         """(CPUs, replica processes) held by the running jobs, but ``exclude``."""
         held = [r for jid, r in self.m.running.items() if jid != exclude]
         return sum(r.cpus for r in held), sum(r.procs or r.spec.replicas for r in held)
+
+    def spec_of(self, rec) -> JobSpec:
+        """A queued job's spec, parsed the first time it is seen and again only once its stored
+        spec changed (``scale`` rewrites a queued job's replica count)."""
+        cached = self._specs.get(rec.id)
+        if cached is None or cached[0] != rec.spec:
+            cached = self._specs[rec.id] = (rec.spec, JobSpec.parse(rec.spec))
+        return cached[1]
 
     def process_cap(self) -> int:
         """Replica processes the cluster may host at once (--max-replicas-per-node, summed)."""
@@ -88,10 +100,13 @@ class Scheduler:
             return
         self.requeue_orphans()
         cluster = m.resources.get("CPU", 0.0)
-        for rec in m.store.in_states(("QUEUED",), trials=False):
+        queued = m.store.in_states(("QUEUED",), trials=False)
+        for gone in self._specs.keys() - {rec.id for rec in queued}:  # started, cancelled or deleted
+            del self._specs[gone]
+        for rec in queued:
             if m.stopping:
                 return
-            spec = JobSpec.parse(rec.spec)
+            spec = self.spec_of(rec)
             need, own = cpus_needed(spec, cluster)
             with m.lock:
                 used, procs = self.in_use()

@@ -290,18 +290,22 @@ def _trial(config: dict, spec_data: dict, root: str, prefix: str, env: dict, cwd
     writes ``error.json`` (coordinator.runner.error_of) for the driver, then raises."""
     os.environ.update(env)
     os.chdir(cwd)  # Tune starts trials in their Tune directory; data paths are relative to the server's
+    from coordinator.compose import build_engine
+    from coordinator.local_run import dataset_for
+    from coordinator.pool import RayPool
     from coordinator.rundir import MetricsLog, RunDir
-    from coordinator.runner import build_engine, error_of
+    from coordinator.runner import error_of
     from core.spec import JobSpec
 
     rd = RunDir(trial_dir(root, prefix, tune.get_context().get_trial_id()))
     engine = metrics = None
     try:
-        spec = JobSpec.parse(apply(spec_data, config)).resolved()
+        spec = JobSpec.parse(apply(spec_data, config)).resolved()  # where a trial's spec enters
         rd.prepare(spec, resume=True)
         metrics = MetricsLog(rd)
         reporter = _Reporter(0)
-        engine = build_engine(spec, rd, listeners=[metrics, reporter])
+        engine = build_engine(spec, dataset_for(spec), RayPool, checkpoint_dir=rd.checkpoints, resume=True,
+                              runs=rd.path.parent, listeners=[metrics, reporter])
         reporter.total = engine.total
         summary = engine.run()
         if spec.flatness.enabled:

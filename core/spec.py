@@ -29,9 +29,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from core.errors import CapacityError, SpecError  # noqa: F401  (raised with the spec; re-exported)
 from core.init_from_spec import InitFromSpec
+from core.methods import METHODS
 from core.sweep_spec import SweepSpec, check_space
 
-STRATEGIES = ("entropy-sgd", "parle", "elastic-sgd", "sgd", "replicated-sgd")
+STRATEGIES = tuple(m.name for m in METHODS)  # core.methods declares each method once
 MODEL_NAMES = ("mnistfc", "lenet", "allcnn-bn", "char-lstm", "mlp")
 COMM_DTYPES = ("float32", "bfloat16", "float16")
 DATASET_NAMES = ("fashion-mnist", "mnist", "idx", "cifar10", "text", "synthetic", "synthetic-text")
@@ -42,15 +43,12 @@ BUDGET_REQUIRED = ("a budget is required: give exactly one of train.epochs (effe
                    "train.outer_steps (rounds)")
 LR_SCHEDULES = ("step", "cosine")
 
-# What each baseline strategy pins (the special cases in the README's strategy table). Setting
-# one of these fields explicitly to another value is an error; leaving it out takes the pinned value.
+# What each baseline strategy pins (core.methods; docs/design.md's strategy table). Setting one
+# of these fields explicitly to another value is an error; leaving it out takes the pinned value.
 FORCED: dict[str, dict[str, dict[str, float]]] = {
-    "sgd": {"inner": {"gamma0": 0.0, "noise": 0.0, "alpha": 1.0}, "outer": {"lr": 1.0, "momentum": 0.0}},
-    "elastic-sgd": {"inner": {"gamma0": 0.0, "noise": 0.0, "alpha": 1.0}, "outer": {"lr": 1.0, "momentum": 0.0}},
-    "replicated-sgd": {"inner": {"gamma0": 0.0, "noise": 0.0, "alpha": 1.0}, "outer": {"lr": 1.0, "momentum": 0.0}},
-}
+    m.name: {section: dict(values) for section, values in m.pinned.items()} for m in METHODS if m.pinned}
 # Strategies whose replicas each keep their own anchor x^a (the others share one anchor x).
-PER_REPLICA_ANCHORS = ("parle", "elastic-sgd", "replicated-sgd")
+PER_REPLICA_ANCHORS = tuple(m.name for m in METHODS if m.per_replica_anchors)
 # Strategies whose inner loop is plain minibatch descent (γ = 0, ε = 0, α = 1 pinned): the only
 # ones where another inner optimizer (Adam) means something; the others run a Langevin chain.
 PLAIN_INNER_LOOP = tuple(FORCED)
@@ -270,13 +268,32 @@ class JobSpec(_Section):
             check_space(self)  # each distribution validated through this very model
         return self
 
+    # ----- resolution: once, where a spec enters -------------------------------------------
+    @property
+    def is_resolved(self) -> bool:
+        """Whether every field the strategy pins is set, to its pinned value: resolving would
+        change nothing. True of any spec parsed back from a resolved one (a stored job, a run
+        directory's spec.yaml), which carries every field."""
+        return all(key in getattr(self, sec).model_fields_set and getattr(getattr(self, sec), key) == value
+                   for sec, pinned in FORCED.get(self.strategy, {}).items() for key, value in pinned.items())
+
     def resolved(self) -> "JobSpec":
-        """This spec with the strategy's pinned values filled in: what actually runs."""
-        pinned = FORCED.get(self.strategy, {})
-        if not pinned:
+        """This spec with the strategy's pinned values filled in: what actually runs. Called where a
+        spec enters (CreateJob, ``esgd run``, reproduce, a sweep trial); downstream code takes it
+        resolved (:meth:`require_resolved`). Idempotent and cheap: a resolved spec is returned as is."""
+        if self.is_resolved:
             return self
         return self.model_copy(update={sec: getattr(self, sec).model_copy(update=vals)
-                                       for sec, vals in pinned.items()})
+                                       for sec, vals in FORCED[self.strategy].items()})
+
+    def require_resolved(self, who: str) -> "JobSpec":
+        """This spec, which ``who`` takes resolved (the strategy's pinned values filled in);
+        raise ValueError when it is not: the caller skipped :meth:`resolved` where the spec entered."""
+        if not self.is_resolved:
+            pins = ", ".join(f"{sec}.{key}" for sec, vals in FORCED[self.strategy].items() for key in vals)
+            raise ValueError(f"{who} takes a resolved spec: call JobSpec.resolved() where the spec enters "
+                             f"(strategy {self.strategy} pins {pins})")
+        return self
 
     # ----- construction -----------------------------------------------------------------
     @classmethod

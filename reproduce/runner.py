@@ -2,9 +2,10 @@
 
 :class:`Runner` starts the embedded Ray **once** per reproduce command, before its first job
 (``coordinator.cluster.connect``; every ``run_job`` then finds it running and reuses it), and
-stops it at the end, only if it started it. It also loads each dataset once per command. Each
-job is an ordinary ``coordinator.local_run.run_job`` with real replica actors (or, with
-``local=True``, ``LocalPool``: replicas in this process, for tests and debugging).
+stops it at the end, only if it started it. It also loads each dataset once per command and
+hands it to each job (``run_job(dataset=...)``). Each job is an ordinary
+``coordinator.local_run.run_job`` with real replica actors (or, with ``local=True``,
+``LocalPool``: replicas in this process, for tests and debugging).
 
 A run directory that already holds a successful run of the same spec is reused (so a command
 interrupted half-way resumes at the next job); one holding anything else under the output
@@ -66,16 +67,21 @@ def read_run(run_dir: str | Path) -> RunResult:
 class Runner:
     def __init__(self, out_dir: str | Path, *, local: bool = False, ray_address: str | None = None,
                  num_cpus: int | None = None, threads: int = 0, fresh: bool = False, log=print):
+        from worker.data.datasets import load_dataset
+
         self.out_dir = Path(out_dir)
         self.threads = threads
         self.local, self.ray_address, self.num_cpus, self.fresh = local, ray_address, num_cpus, fresh
         self.log = log
         self._started_ray = False
         self.cpus = float(num_cpus or os.cpu_count() or 1)
+        # Each dataset is loaded once per command instead of once per job (Fashion-MNIST takes
+        # about a second to decompress). Datasets are frozen, and each job still takes its own
+        # seeded subset of the cached copy (coordinator.local_run.dataset_for).
+        self._load = functools.lru_cache(maxsize=8)(load_dataset)
 
     def __enter__(self) -> "Runner":
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self._cache_datasets()
         if self.threads:
             import torch
 
@@ -101,32 +107,7 @@ class Runner:
             self.log(f"ray: {'attached to ' + self.ray_address if self.ray_address else 'embedded'}, "
                      f"{self.cpus:g} CPUs ({time.perf_counter() - t0:.1f} s)")
 
-    def _cache_datasets(self) -> None:
-        """Load each dataset once per command instead of once per job (Fashion-MNIST takes about a
-        second to decompress): ``run_job`` reads data through ``coordinator.local_run.load_dataset``,
-        which is wrapped in a cache for the duration of this runner. Datasets are frozen, and each
-        job still takes its own seeded subset of the cached copy."""
-        import coordinator.local_run as local_run
-
-        original = getattr(local_run, "load_dataset", None)
-        if original is None or hasattr(original, "cache_info"):
-            self._restore = None
-            return
-        cached = functools.lru_cache(maxsize=8)(
-            lambda name, path=None, **kw: original(name, path, **dict(kw)))
-
-        def load_dataset(name, path=None, **kw):
-            return cached(name, path, **kw)
-
-        load_dataset.cache_info = cached.cache_info
-        local_run.load_dataset = load_dataset
-        self._restore = (local_run, original)
-
     def __exit__(self, *exc) -> None:
-        if getattr(self, "_restore", None):
-            module, original = self._restore
-            module.load_dataset = original
-            self._restore = None
         if self._started_ray:
             from coordinator.cluster import disconnect
 
@@ -135,7 +116,7 @@ class Runner:
 
     def run(self, spec: JobSpec, run_dir: str | Path) -> RunResult:
         """Run ``spec`` in ``run_dir`` (under the output directory), or reuse a finished identical run."""
-        rd = Path(run_dir)
+        spec, rd = spec.resolved(), Path(run_dir)  # where a reproduce run's spec enters
         if not self.fresh and self._finished(spec, rd):
             result = read_run(rd)
             result.reused = True
@@ -144,13 +125,13 @@ class Runner:
             if self.out_dir.resolve() not in rd.resolve().parents:
                 raise RuntimeError(f"refusing to clear {rd}: it is not under {self.out_dir}")
             shutil.rmtree(rd)
-        from coordinator.local_run import run_job
+        from coordinator.local_run import dataset_for, run_job
 
         if not self.local:
             self._ensure_ray()
         t0 = time.perf_counter()
         summary = run_job(spec, rd, local=self.local, ray_address=self.ray_address, progress=False,
-                          num_cpus=self.num_cpus)
+                          num_cpus=self.num_cpus, dataset=dataset_for(spec, self._load))
         total = time.perf_counter() - t0
         if summary.get("status") != "succeeded":
             raise RuntimeError(f"{spec.name}: run ended {summary.get('status')} (see {rd})")
@@ -165,7 +146,7 @@ class Runner:
             old = JobSpec.parse(yaml.safe_load((rd / "spec.yaml").read_text())).resolved().to_dict()
         except (OSError, ValueError, yaml.YAMLError):  # SpecError is a ValueError
             return False
-        return summary.get("status") == "succeeded" and old == spec.resolved().to_dict()
+        return summary.get("status") == "succeeded" and old == spec.to_dict()
 
 
 # ----- small statistics and formatting helpers ---------------------------------------------------

@@ -3,11 +3,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from coordinator.compose import build_engine
 from coordinator.engine import Engine
-from coordinator.evaluate import Evaluator
 from coordinator.pool import LocalPool
 from core.spec import JobSpec
-from coordinator.strategies import make_strategy
 from core.events import RoundRecord
 from worker.data.datasets import load_dataset
 
@@ -25,15 +24,15 @@ def spec_of(**sections) -> JobSpec:
 
 
 def local_engine(spec: JobSpec, dataset=None) -> Engine:
-    """An engine on in-process replicas (LocalPool)."""
-    return _engine(spec, dataset or synthetic(), LocalPool)
+    """An engine on in-process replicas (LocalPool); the test's spec is resolved here, where it enters."""
+    return build_engine(spec.resolved(), dataset or synthetic(), LocalPool)
 
 
 def ray_engine(spec: JobSpec, dataset=None) -> Engine:
     """The same engine on real Ray actors (RayPool); needs a running Ray (the local_ray fixture)."""
     from coordinator.pool import RayPool
 
-    return _engine(spec, dataset or synthetic(), RayPool)
+    return build_engine(spec.resolved(), dataset or synthetic(), RayPool)
 
 
 def round_record(round: int = 1, **over) -> RoundRecord:
@@ -44,9 +43,3 @@ def round_record(round: int = 1, **over) -> RoundRecord:
                   bytes_sent=10, bytes_received=10, replica_failures=0,
                   replicas=[{"replica": 0, "loss": 1.0, "compute_s": 0.09, "grad_evals": 4}])
     return RoundRecord(**{**values, **over})
-
-
-def _engine(spec: JobSpec, ds, pool_cls) -> Engine:
-    ev = Evaluator(spec, ds)
-    strategy = make_strategy(spec, ev.initial_state, ev.flat.num_params)
-    return Engine(spec, strategy, pool_cls(spec, ds), ev, num_train=ds.num_train)

@@ -8,7 +8,7 @@ from coordinator.pool import LocalPool
 from core.spec import COMM_DTYPES, JobSpec, SpecError
 from worker import comm
 from worker.langevin import InnerParams
-from worker.replica import Replica
+from worker.replica import Replica, ReplicaConfig
 from tests.helpers import local_engine, ray_engine, spec_of, synthetic
 
 HALF = ("bfloat16", "float16")
@@ -153,7 +153,7 @@ def test_checkpoints_keep_float32_state(tmp_path):
 def test_an_anchor_beyond_float16_fails_the_round():
     spec = spec_of(comm={"dtype": "float16"})
     pool = LocalPool(spec, synthetic())
-    n = pool.replicas[0].flat.size
+    n = pool.slots[0].replica.flat.size
     hp = InnerParams(steps=1, lr=0.1, gamma=0.0, noise=0.0, alpha=1.0)
     with pytest.raises(comm.CommRangeError, match=r"float16: 1 of \d+ anchor values"):
         pool.run_round([np.concatenate([[1e5], np.zeros(n - 1)]).astype(np.float32)], hp)
@@ -162,7 +162,7 @@ def test_an_anchor_beyond_float16_fails_the_round():
 def test_a_replica_moving_beyond_float16_is_reported_as_diverged():
     spec = spec_of(comm={"dtype": "float16"}, replicas=2)
     huge = InnerParams(steps=1, lr=1e7, gamma=0.0, noise=0.0, alpha=1.0)  # a step of ~1e5 in some weights
-    rep = Replica(spec, 0, synthetic())
+    rep = Replica(ReplicaConfig.from_spec(spec), 0, synthetic())
     wire, stats = rep.run(comm.encode(rep.flat.numpy(), "float16"), huge)
     assert not stats["finite"] and "comm.dtype float16" in stats["cause"] and np.isnan(wire.astype(np.float32)).all()
     eng = local_engine(spec)

@@ -62,7 +62,7 @@ def test_scale_down_and_up_at_round_boundaries():
     assert [(e["replica"], e["kind"]) for e in events.replica[1:]] == [(2, "added"), (3, "added")]
     assert all(e["round"] == 3 for e in events.replica[1:])
     # the new replicas' streams continue at the common position, not from the start
-    assert {r.stream.drawn for r in engine.pool.replicas} == {3 * 2}
+    assert {s.replica.stream.drawn for s in engine.pool.slots} == {3 * 2}
     assert record["replica_failures"] == 0 and torch.isfinite(engine.strategy.reference()).all()
     assert not torch.equal(engine.strategy.reference(), ref)
 

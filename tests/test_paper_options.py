@@ -237,7 +237,7 @@ def test_sgd_strategy_with_adam_is_torch_adam_step_for_step(steps):
             task_loss(model(x), y).backward()
             opt.step()
         torch.testing.assert_close(eng.strategy.reference(), state_vector(model))  # float32 round-off
-    assert int(eng.pool.replicas[0].adam_state["step"]) == 6 * steps
+    assert int(eng.pool.slots[0].replica.adam_state["step"]) == 6 * steps
 
 
 def test_adam_state_is_checkpointed_and_a_resume_continues_exactly(tmp_path):

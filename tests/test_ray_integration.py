@@ -3,28 +3,18 @@ import numpy as np
 import pytest
 import torch
 
-from coordinator.engine import Engine
-from coordinator.evaluate import Evaluator
 from coordinator.pool import PlacementError, RayPool
-from coordinator.strategies import make_strategy
 from core.events import Listener
-from tests.helpers import local_engine, spec_of, synthetic
-
-
-def _ray_engine(spec):
-    ds = synthetic()
-    ev = Evaluator(spec, ds)
-    strategy = make_strategy(spec, ev.initial_state, ev.flat.num_params)
-    return Engine(spec, strategy, RayPool(spec, ds), ev, num_train=ds.num_train)
+from tests.helpers import local_engine, ray_engine, spec_of, synthetic
 
 
 @pytest.mark.parametrize("strategy", ["parle", "entropy-sgd"])
 def test_ray_replicas_reproduce_in_process_replicas(local_ray, strategy):
     spec = spec_of(strategy=strategy, replicas=2, inner={"steps": 3, "noise": 1e-3, "momentum": 0.5},
                    resources={"cpus_per_replica": 1})
-    ray_eng, loc_eng = _ray_engine(spec), local_engine(spec)
+    ray_eng, loc_eng = ray_engine(spec), local_engine(spec)
     try:
-        info = ray_eng.pool.info
+        info = [s.info for s in ray_eng.pool.slots]
         assert len({i["pid"] for i in info}) == 2  # one process per replica
         assert all(i["threads"] == 1 and i["device"] == "cpu" for i in info)
         for _ in range(3):
@@ -43,7 +33,7 @@ def test_ray_replicas_reproduce_in_process_replicas(local_ray, strategy):
 def test_checkpoint_state_round_trips_through_actors(local_ray):
     spec = spec_of(strategy="entropy-sgd", replicas=2, inner={"steps": 2, "momentum": 0.9},
                    resources={"cpus_per_replica": 0.5})
-    eng = _ray_engine(spec)
+    eng = ray_engine(spec)
     try:
         eng.step()
         states = eng.pool.get_states()
@@ -64,13 +54,13 @@ def test_unplaceable_replicas_time_out_with_a_clear_error(local_ray):
 
 def test_a_replica_dying_between_rounds_is_recreated_when_the_engine_checkpoints(local_ray, tmp_path):
     spec = spec_of(strategy="parle", replicas=2, inner={"steps": 2}, resources={"cpus_per_replica": 0.5})
-    eng = _ray_engine(spec)
+    eng = ray_engine(spec)
     eng.checkpoint_dir = tmp_path
     seen = []
     eng.listeners.append(type("L", (Listener,), {"on_replica": lambda self, r: seen.append((r.replica, r.kind))})())
     try:
         eng.step()
-        local_ray.kill(eng.pool.actors[1])  # dies after its round, before the checkpoint asks for its state
+        local_ray.kill(eng.pool.slots[1].replica)  # dies after its round, before the checkpoint asks for its state
         ckpt = torch.load(eng.checkpoint(), weights_only=False)
         assert seen == [(1, "failed"), (1, "restarted")] and eng.counters["replica_failures"] == 1
         assert [s["drawn"] for s in ckpt["replicas"]] == [2, 2]  # the new replica continues the stream
@@ -96,7 +86,7 @@ def test_a_replica_that_dies_on_its_way_up_is_replaced_within_the_placement_time
 
         pool._new = dies_first
         pool.restart(0, {"drawn": 3})
-        assert len(made) == 2 and pool.actors[0] is made[1]
+        assert len(made) == 2 and pool.slots[0].replica is made[1]
         assert pool.get_states()[0]["drawn"] == 3
     finally:
         pool.shutdown()

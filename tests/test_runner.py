@@ -64,7 +64,7 @@ def test_a_dataset_a_runner_loaded_outlives_the_runner(local_ray, tmp_path):
     from coordinator.local_run import dataset_for
     from core.spec import JobSpec
 
-    runner = JobRunner.remote(SPEC, str(tmp_path))
+    runner = JobRunner.remote(JobSpec.parse(SPEC).resolved(), str(tmp_path))
     ref = runner.load_data.remote()
     local_ray.wait([ref], timeout=120)  # loaded and stored, not read here
     local_ray.kill(runner)

@@ -1,9 +1,11 @@
 """The Ray actor: a thin host for one :class:`worker.replica.Replica`.
 
 It owns nothing but the process: it pins torch's thread count (so K replicas on C cores do
-not oversubscribe them) and forwards calls. Weights arrive as numpy arrays from the object
-store (zero-copy reads) and leave as one numpy array per round, both in ``comm.dtype``'s wire
-format: the Replica decodes and encodes them (worker.comm), the actor never looks inside.
+not oversubscribe them) and forwards calls. It is given a :class:`worker.replica.ReplicaConfig`
+(the few values a replica takes from its job), never the job spec. Weights arrive as numpy
+arrays from the object store (zero-copy reads) and leave as one numpy array per round, both in
+``comm.dtype``'s wire format: the Replica decodes and encodes them (worker.comm), the actor
+never looks inside.
 """
 from __future__ import annotations
 
@@ -12,19 +14,18 @@ import os
 import numpy as np
 import torch
 
-from core.spec import JobSpec
 from worker.data.datasets import Dataset
 from worker.langevin import InnerParams
 from worker.logcapture import Capture, LineBuffer
-from worker.replica import Replica
+from worker.replica import Replica, ReplicaConfig
 
 
 class ReplicaActor:
-    def __init__(self, spec: JobSpec, index: int, dataset: Dataset, threads: int, device: str):
+    def __init__(self, config: ReplicaConfig, index: int, dataset: Dataset, threads: int, device: str):
         torch.set_num_threads(max(1, threads))
         self.output = LineBuffer()
         with Capture(self.output):
-            self.replica = Replica(spec, index, dataset, device)
+            self.replica = Replica(config, index, dataset, device)
 
     def ready(self) -> dict:
         """Where this replica lives (shown to users as the job's placement)."""

@@ -23,7 +23,7 @@ import importlib
 MODULES = (
     "numpy",
     "torch",
-    "worker.actor",  # core.spec, worker.replica, worker.models, worker.data
+    "worker.actor",  # worker.replica, worker.models, worker.data
     "coordinator.runner",
     "coordinator.local_run",  # dataset_for, Evaluator, Engine, strategies, checkpoint, rundir
     "coordinator.pool",

@@ -25,11 +25,11 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from core.spec import JobSpec
 from worker import comm
 from worker.data.datasets import Dataset
 from worker.data.stream import BatchStream
@@ -45,20 +45,41 @@ def replica_seed(job_seed: int, index: int) -> int:
     return int(np.random.SeedSequence([job_seed, index, 7]).generate_state(1)[0])
 
 
+@dataclass(frozen=True)
+class ReplicaConfig:
+    """What a replica takes from its job: these values, not the whole job spec (a pool sends
+    one to each of its actors). Built from the resolved spec in one place, :meth:`from_spec`.
+
+    The inner loop's hyperparameters are not here: they come with every round
+    (:class:`worker.langevin.InnerParams`), because the strategy schedules them (γ_t, the LR
+    schedule). The replica's identity is its ``index`` in its job, given beside this."""
+
+    model: str        # the architecture (worker.models); its shapes come from the dataset
+    batch_size: int   # B, samples per minibatch
+    seed: int         # the job seed: with the index, the replica's data stream, RNGs and dropout
+    fraction: float   # dataset.fraction: the share of the training set its stream draws from
+    comm_dtype: str   # comm.dtype: the wire format of anchors and results (worker.comm)
+
+    @classmethod
+    def from_spec(cls, spec) -> "ReplicaConfig":
+        """The replica configuration of ``spec`` (a resolved core.spec.JobSpec)."""
+        return cls(model=spec.model, batch_size=spec.train.batch_size, seed=spec.train.seed,
+                   fraction=spec.dataset.fraction, comm_dtype=spec.comm.dtype)
+
+
 class Replica:
-    def __init__(self, spec: JobSpec, index: int, dataset: Dataset, device: str = "cpu"):
+    def __init__(self, config: ReplicaConfig, index: int, dataset: Dataset, device: str = "cpu"):
         self.index = index
-        self.comm_dtype = spec.comm.dtype
+        self.comm_dtype = config.comm_dtype
         self.device = torch.device(device)
         self.dataset = dataset
-        seed = replica_seed(spec.train.seed, index)
+        seed = replica_seed(config.seed, index)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.model = build_model(spec.model, dataset.input_shape, dataset.num_classes).to(self.device)
+            self.model = build_model(config.model, dataset.input_shape, dataset.num_classes).to(self.device)
             self.rng_state = torch.get_rng_state()
         self.flat = FlatState(self.model)
-        self.stream = BatchStream(dataset.num_train, spec.train.batch_size, spec.train.seed, index,
-                                  spec.dataset.fraction)
+        self.stream = BatchStream(dataset.num_train, config.batch_size, config.seed, index, config.fraction)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.anchor = torch.empty(self.flat.num_params, device=self.device)
         self.mu = torch.empty(self.flat.size, device=self.device)

@@ -1,4 +1,7 @@
-"""One algorithm per file; the round loop (coordinator.engine) is shared."""
+"""One algorithm per file; the round loop (coordinator.engine) is shared.
+
+Each Strategy class names its method's declaration (``method``, core.methods); the registry
+below is derived from those, so a method's name is written once."""
 from __future__ import annotations
 
 import torch
@@ -11,7 +14,8 @@ from coordinator.strategies.parle import Parle
 from coordinator.strategies.replicated_sgd import ReplicatedSGD
 from coordinator.strategies.sgd import SGD
 
-STRATEGIES: dict[str, type[Strategy]] = {cls.name: cls for cls in (EntropySGD, Parle, ElasticSGD, SGD, ReplicatedSGD)}
+STRATEGIES: dict[str, type[Strategy]] = {
+    cls.method.name: cls for cls in (EntropySGD, Parle, ElasticSGD, SGD, ReplicatedSGD)}
 
 
 def make_strategy(spec: JobSpec, init_state: torch.Tensor, num_params: int) -> Strategy:

@@ -17,10 +17,12 @@ from __future__ import annotations
 import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import torch
 
+from core.methods import Method
 from core.outer import cosine_factor, scoped
 from core.spec import JobSpec
 from worker.langevin import InnerParams
@@ -47,13 +49,12 @@ class ReplicaFailure:
 
 
 class Strategy(ABC):
-    name: str = ""
-    #: which learning rate the LR schedule scales: "outer" (η) or, for the baselines whose
-    #: outer step is a plain average, "inner" (η')
-    schedule_scales: str = "outer"
+    #: the method's declaration (core.methods): its name, pinned fields, anchors, whether a
+    #: running job may be scaled, and which LR its schedule scales
+    method: ClassVar[Method]
 
     def __init__(self, spec: JobSpec, init_state: torch.Tensor, num_params: int):
-        self.spec = spec.resolved()
+        self.spec = spec.require_resolved(type(self).__name__)
         self.num_params = num_params
         self.replicas = spec.replicas
         self._lr_factor = 1.0
@@ -76,7 +77,7 @@ class Strategy(ABC):
 
     def _factors(self) -> tuple[float, float]:
         f = self._lr_factor
-        return (f, 1.0) if self.schedule_scales == "outer" else (1.0, f)
+        return (f, 1.0) if self.method.schedule_scales == "outer" else (1.0, f)
 
     def schedule_factor(self, t: int, lr_factor: float = 1.0) -> float:
         """The LR multiplier for round ``t``. The step schedule's (``lr_factor``) is counted by

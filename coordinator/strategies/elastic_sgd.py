@@ -2,7 +2,7 @@
 
 Parle's elastic machinery with the chain turned into τ steps of plain SGD (γ = 0, ε = 0,
 α = 1, so μ_a is the last local iterate) and the outer step η = 1 without momentum (pinned
-by ``core.spec.FORCED``)::
+by its declaration, ``core.methods.ELASTIC_SGD``)::
 
     x^a ← x'^a_τ − ρ_t (x^a − x̄) ;   x̄ = mean_a x^a
 
@@ -22,9 +22,9 @@ the same algorithm exactly when τ = 1, inner momentum is 0, no LR schedule is s
 """
 from __future__ import annotations
 
+from core import methods
 from coordinator.strategies.parle import Parle
 
 
 class ElasticSGD(Parle):
-    name = "elastic-sgd"
-    schedule_scales = "inner"
+    method = methods.ELASTIC_SGD

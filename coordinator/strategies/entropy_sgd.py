@@ -13,12 +13,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from core import methods
 from core.outer import entropy_pseudo_grad, make_outer_optimizer, outer_step
 from coordinator.strategies.base import RoundResult, Strategy, mean_state
 
 
 class EntropySGD(Strategy):
-    name = "entropy-sgd"
+    method = methods.ENTROPY_SGD
 
     def __init__(self, spec, init_state: torch.Tensor, num_params: int):
         super().__init__(spec, init_state, num_params)

@@ -35,18 +35,20 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from core import methods
 from core.outer import elastic_pseudo_grad, make_outer_optimizer, outer_step, scoped
 from coordinator.strategies.base import RoundResult, Strategy, mean_state
 
 
 class Parle(Strategy):
-    name = "parle"
+    method = methods.PARLE
 
     def __init__(self, spec, init_state: torch.Tensor, num_params: int):
         super().__init__(spec, init_state, num_params)
         if init_state.dim() == 2:  # one start per replica (init.per_replica_seeds)
             if init_state.shape[0] != self.replicas:
-                raise ValueError(f"{self.name}: {init_state.shape[0]} initial states for {self.replicas} replicas")
+                raise ValueError(f"{self.method.name}: {init_state.shape[0]} initial states for "
+                                 f"{self.replicas} replicas")
             self.states = init_state.detach().float().clone().contiguous()
         else:
             self.states = init_state.detach().float().reshape(1, -1).repeat(self.replicas, 1).contiguous()

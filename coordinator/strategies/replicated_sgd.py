@@ -41,14 +41,14 @@ import dataclasses
 import numpy as np
 import torch
 
+from core import methods
 from coordinator.strategies.base import RoundResult, mean_state
 from coordinator.strategies.parle import Parle
 from worker.langevin import InnerParams
 
 
 class ReplicatedSGD(Parle):
-    name = "replicated-sgd"
-    schedule_scales = "inner"
+    method = methods.REPLICATED_SGD
 
     def round_params(self, t: int, lr_factor: float = 1.0) -> InnerParams:
         hp = super().round_params(t, lr_factor)

@@ -2,7 +2,7 @@
 
 It is the shared-anchor engine with the chain turned into plain SGD (γ = 0, ε = 0, α = 1)
 and the outer step turned into adoption of the replicas' mean (η = 1, no outer momentum;
-these values are pinned by ``core.spec.FORCED``)::
+these values are pinned by its declaration, ``core.methods.SGD``)::
 
     x ← x − 1 · (x − mean_k x'_k)  =  mean_k x'_k
 
@@ -19,9 +19,9 @@ linear in its gradients, so the mean of K Adam steps is not the Adam step of the
 """
 from __future__ import annotations
 
+from core import methods
 from coordinator.strategies.entropy_sgd import EntropySGD
 
 
 class SGD(EntropySGD):
-    name = "sgd"
-    schedule_scales = "inner"
+    method = methods.SGD
