@@ -27,8 +27,12 @@ test-tools:
 run: $(STAMP) data
 	./scripts/quickstart.sh examples/quickstart.yaml
 
+# Two worker processes, each taking whole test files (--dist loadfile: a module's server and
+# fixtures stay in one process): most of the suite's time is servers and Ray starting and jobs
+# waiting on timeouts, which two workers overlap on a 2-core machine. `pytest -q` alone runs
+# the same tests one at a time.
 test: $(STAMP) test-tools
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 # docker-compose.yml for real: a private dockerd, images built from a debootstrapped base, the
 # cluster up, a job submitted and checked, everything torn down (scripts/compose-check.sh; root)

@@ -101,7 +101,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--dataset", default="fashion-mnist")
     args = ap.parse_args()
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=512 * 1024 * 1024, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=512 * 1024 * 1024,
+             log_to_driver=False)
     dataset = load_dataset(args.dataset)
     print(f"# round overhead, L={args.steps}, batch 128, {os.cpu_count()} CPUs, torch {torch.__version__}, "
           f"CUDA {'yes' if torch.cuda.is_available() else 'no'}; medians of {args.rounds - 2} rounds")

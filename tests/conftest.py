@@ -25,7 +25,10 @@ def local_ray():
     """A real local Ray (2 CPUs) started for the tests that need it and stopped by handle."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 1024 * 1024, log_to_driver=False)
+    # address="local": always a new instance of this process's own, never a cluster that
+    # RAY_ADDRESS or an earlier test of the same process (ray.cluster_utils) points at
+    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=256 * 1024 * 1024,
+             log_to_driver=False)
     yield ray
     ray.shutdown()
 

@@ -25,7 +25,8 @@ import ray
 from core.spec import JobSpec
 from coordinator.sweep import run_sweep
 storage, resume, spec = sys.argv[1], sys.argv[2] == "1", json.loads(sys.argv[3])
-ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=256 * 1024 * 1024)
+ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+         object_store_memory=256 * 1024 * 1024)
 started = []
 out = run_sweep(JobSpec.parse(spec), storage, trial_root=storage + "/trials", resume=resume,
                 sink=lambda kind, p: kind == "trial_start" and started.append(p["trial_id"]))
