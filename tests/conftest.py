@@ -42,3 +42,21 @@ def stub(server):
     with server.channel() as channel:
         yield jobs_pb2_grpc.JobServiceStub(channel)
 
+
+
+# `make test` runs the files on two xdist workers (--dist loadfile), which take files in
+# collection order. The files that take minutes go first, so that the two workers end together
+# instead of one of them running a long file alone at the end. Measured per file with
+# --durations; the order changes how long the suite takes, never what it tests.
+SLOW_FIRST = ("test_reproduce_smoke.py", "faults/test_durability", "faults/test_node_loss.py", "test_sweep.py",
+              "test_service_lifecycle.py", "test_bench_vs_ray_smoke.py", "test_warm_start.py", "test_e2e.py",
+              "test_netns_cluster.py", "test_cli_details.py", "test_service.py", "test_history_service.py",
+              "test_observability.py", "security/test_cancel.py", "test_delete.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item) -> int:
+        path = item.nodeid.split("::", 1)[0].removeprefix("tests/")
+        return next((i for i, prefix in enumerate(SLOW_FIRST) if path.startswith(prefix)), len(SLOW_FIRST))
+
+    items.sort(key=rank)  # stable: a file's tests keep their order, and the other files theirs
