@@ -42,17 +42,17 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+sys.path.append(str(Path(__file__).resolve().parent))  # netns_plumbing.py, also when this file is loaded by path
+from netns_plumbing import (RATE_HELP, ClusterError, _alive, _build, _in_ns, _netns_list,  # noqa: E402
+                            _ns_popen, _stop, parse_rate, preflight, sh)
+
 STATE_DIR, TEMP_ROOT = Path("/run/esgd-netns"), Path("/tmp/esgd-netns")
 RAY_PORT, ADDRESS_ENV = 6379, "ESGD_RAY_ADDRESS"
-RATE_HELP = "'unlimited' or a tc rate such as 10mbit, 100mbit, 1gbit (units bit/kbit/mbit/gbit, bps/kbps/mbps/gbps)"
-_UNITS = {"bit": 1 / 8, "kbit": 125, "mbit": 125e3, "gbit": 125e6, "tbit": 125e9,
-          "bps": 1, "kbps": 1e3, "mbps": 1e6, "gbps": 1e9}
 _PROBE = """import json, sys, time, ray
 addr, n, deadline = sys.argv[1], int(sys.argv[2]), time.time() + float(sys.argv[3])
 ray.init(address=addr, log_to_driver=False, logging_level="ERROR")
@@ -62,27 +62,6 @@ while True:
         print(json.dumps(alive)); break
     time.sleep(0.5)
 """
-
-
-class ClusterError(Exception):
-    """Bad input or a failed step: one line for the user (the CLI exits 2)."""
-
-
-def sh(*cmd: str, check: bool = True) -> subprocess.CompletedProcess:
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    if check and p.returncode:
-        raise ClusterError(f"`{' '.join(cmd)}` failed: {' '.join((p.stderr or p.stdout).split())}")
-    return p
-
-
-def parse_rate(rate: str) -> float | None:
-    """Bytes per second of a tc rate, None for 'unlimited'; ClusterError when malformed."""
-    if rate == "unlimited":
-        return None
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)([a-z]+)", rate.lower())
-    if not m or m.group(2) not in _UNITS:
-        raise ClusterError(f"--rate {rate!r}: not a rate; use {RATE_HELP}")
-    return float(m.group(1)) * _UNITS[m.group(2)]
 
 
 def state_path(name: str) -> Path:
@@ -102,18 +81,6 @@ def _save(state: dict) -> None:
     tmp.replace(state_path(state["name"]))
 
 
-def preflight() -> None:
-    if os.geteuid() != 0:
-        raise ClusterError("must run as root (network namespaces, veth links and tc need CAP_NET_ADMIN)")
-    for prog in ("ip", "tc"):
-        if not shutil.which(prog):
-            raise ClusterError(f"`{prog}` not found: install the Debian package iproute2 (apt-get install iproute2)")
-
-
-def _netns_list() -> set[str]:
-    return {line.split()[0] for line in sh("ip", "netns", "list").stdout.splitlines() if line.strip()}
-
-
 def _check_free(name: str, net: ipaddress.IPv4Network, namespaces: list[str]) -> None:
     """Refuse namespaces that exist already and a subnet another cluster or the host uses."""
     if taken := sorted(set(namespaces) & _netns_list()):
@@ -130,50 +97,6 @@ def _check_free(name: str, net: ipaddress.IPv4Network, namespaces: list[str]) ->
     for subnet, owner in used:
         if ipaddress.ip_network(subnet, strict=False).overlaps(net):
             raise ClusterError(f"--subnet {net} is already taken by {owner} ({subnet}); choose another --subnet")
-
-
-def _cap(ns: str, dev: str, rate: str, bps: float | None) -> None:
-    if bps is None:
-        return
-    burst = max(32 * 1024, int(bps / 100))  # ≥ 10 ms of traffic: tbf needs burst ≥ rate/HZ
-    p = sh("tc", "-n", ns, "qdisc", "add", "dev", dev, "root", "tbf", "rate", rate, "burst", str(burst),
-           "latency", "100ms", check=False)
-    if p.returncode:
-        raise ClusterError(f"--rate {rate!r}: tc refused it: {(p.stderr or p.stdout or '?').strip().splitlines()[0]}; "
-                           f"use {RATE_HELP}")
-
-
-def _alive(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie is dead: this machine's init may never reap it)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
-def _in_ns(pid: int, ns: str) -> bool:
-    """Whether ``pid`` lives in namespace ``ns`` (so a recycled PID is never signalled)."""
-    try:
-        return os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat(f"/run/netns/{ns}").st_ino
-    except OSError:
-        return False
-
-
-def _stop(pids: list[int], grace: float = 10.0) -> None:
-    """SIGTERM each live pid (``ray start --block`` then drains and stops its node's processes),
-    then SIGKILL it and its process group (its own session) after ``grace`` seconds."""
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-        for pid in [p for p in pids if _alive(p)]:
-            with contextlib.suppress(OSError):
-                os.kill(pid, sig)
-                if sig == signal.SIGKILL:
-                    os.killpg(pid, sig)
-        deadline = time.monotonic() + wait
-        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
-            for pid in pids:  # our own children (up() called in-process) would stay zombies
-                with contextlib.suppress(ChildProcessError):
-                    os.waitpid(pid, os.WNOHANG)
-            time.sleep(0.1)
 
 
 def teardown(state: dict, keep_logs: bool = False) -> None:
@@ -245,35 +168,6 @@ def up(name: str = "esgd", nodes: int = 2, rate: str = "unlimited", *, cpus_per_
     except BaseException:
         teardown(state, keep_logs=True)
         raise
-
-
-def _build(state: dict, bps: float | None) -> None:
-    sw, rate, prefix = state["switch"], state["rate"], ipaddress.ip_network(state["subnet"]).prefixlen
-    sh("ip", "netns", "add", sw)
-    sh("ip", "-n", sw, "link", "add", "br0", "type", "bridge")
-    sh("ip", "-n", sw, "link", "set", "br0", "up")
-    for n in state["nodes"]:
-        ns = n["ns"]
-        sh("ip", "netns", "add", ns)
-        sh("ip", "-n", ns, "link", "set", "lo", "up")
-        sh("ip", "-n", sw, "link", "add", n["port"], "type", "veth", "peer", "name", "eth0", "netns", ns)
-        sh("ip", "-n", sw, "link", "set", n["port"], "master", "br0", "up")
-        sh("ip", "-n", ns, "addr", "add", f"{n['ip']}/{prefix}", "dev", "eth0")
-        sh("ip", "-n", ns, "link", "set", "eth0", "up")
-        _cap(ns, "eth0", rate, bps)
-        _cap(sw, n["port"], rate, bps)
-
-
-# Ray re-requests an object chunk it has not received within 10 s, and the sender pushes it
-# again; on a slow link with many chunks in flight every chunk takes longer than that, so the
-# same object is sent over and over (measured at 10mbit: a 55 MB dataset kept a link saturated
-# for minutes, 240 MB and counting). Long timeouts make a slow link slow, not congested.
-SLOW_LINK_ENV = {"RAY_object_manager_pull_timeout_ms": "600000", "RAY_object_manager_push_timeout_ms": "600000"}
-
-
-def _ns_popen(ns: str, cmd: list[str], **kw) -> subprocess.Popen:
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled", **SLOW_LINK_ENV}
-    return subprocess.Popen(["ip", "netns", "exec", ns, *cmd], env=env, **kw)
 
 
 def _start_ray(state: dict, cpus: int, store_mb: int, pin: bool, timeout: float) -> None:
