@@ -48,10 +48,10 @@ def stub(server):
 # collection order. The files that take minutes go first, so that the two workers end together
 # instead of one of them running a long file alone at the end. Measured per file with
 # --durations; the order changes how long the suite takes, never what it tests.
-SLOW_FIRST = ("test_reproduce_smoke.py", "faults/test_durability", "faults/test_node_loss.py", "test_sweep.py",
-              "test_service_lifecycle.py", "test_bench_vs_ray_smoke.py", "test_warm_start.py", "test_e2e.py",
-              "test_netns_cluster.py", "test_cli_details.py", "test_service.py", "test_history_service.py",
-              "test_observability.py", "security/test_cancel.py", "test_delete.py")
+SLOW_FIRST = ("test_reproduce_smoke.py", "faults/test_checkpoint_recovery.py", "faults/test_disk_full.py",
+              "faults/test_node_loss.py", "test_sweep.py", "test_service_lifecycle.py", "test_bench_vs_ray_smoke.py",
+              "test_warm_start.py", "test_e2e.py", "test_netns_cluster.py", "test_cli_details.py", "test_service.py",
+              "test_history_service.py", "test_observability.py", "security/test_cancel.py", "test_delete.py")
 
 
 def pytest_collection_modifyitems(config, items):
