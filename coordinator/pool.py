@@ -157,7 +157,8 @@ class LocalPool(_Slots):
             self.slots[-1].replica.set_state(state)
 
     def remove(self, positions: list[int]) -> None:
-        self.slots = [s for p, s in enumerate(self.slots) if p not in set(positions)]
+        drop = set(positions)
+        self.slots = [s for p, s in enumerate(self.slots) if p not in drop]
 
     def get_states(self) -> list[dict]:
         return [s.replica.get_state() for s in self.slots]

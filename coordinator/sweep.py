@@ -96,7 +96,8 @@ def best_of(trials: list[TrialResult], mode: str) -> TrialResult | None:
 
 def can_resume(storage: str | Path) -> bool:
     """Whether ``storage`` holds a sweep that ``run_sweep(..., resume=True)`` can go on with."""
-    return (Path(storage) / "tune").is_dir() and tune.Tuner.can_restore(str((Path(storage) / "tune").resolve()))
+    experiment = Path(storage).resolve() / "tune"
+    return experiment.is_dir() and tune.Tuner.can_restore(str(experiment))
 
 
 def run_sweep(spec, storage: str | Path, *, trial_root: str | Path, prefix: str = "", sink=None,

@@ -133,7 +133,7 @@ def run_study(*, out_dir: str | Path, regimes: tuple[str, ...], methods: tuple[s
                     r = runner.run(JobSpec.parse(data), out / name / method / f"final-seed{seed}")
                     finals.append(r.test_error)
                     rep = _report(r, {"eval_samples": 500, "lanczos_iters": 24}, fresh=False)
-                    results["compute_s"] += (r.total_s if r.total_s == r.total_s else 0.0) + rep.get("seconds", 0.0)
+                    results["compute_s"] += (0.0 if math.isnan(r.total_s) else r.total_s) + rep.get("seconds", 0.0)
                     flat.append({"lambda_max": rep["top_eigenvalues"][0], "trace": rep["trace"],
                                  "near_zero_fraction": rep["near_zero_fraction"]})
                     log(f"{name} {method} seed {seed}: test_error {r.test_error:.4f}  λ_max "
@@ -152,11 +152,12 @@ def _sweep(spec_data: dict, where: Path, log) -> dict:
     from core.spec import JobSpec
     from coordinator.sweep import can_resume, run_sweep
 
-    done, started = where / "sweep.json", where / "spec.json"
+    done, started, spent = where / "sweep.json", where / "spec.json", where / "seconds.json"
     if done.exists():
         kept = json.loads(done.read_text())
         if kept.get("spec") == spec_data:
             return {**kept, "reused": True}
+    # a finished sweep of another spec is never resumed; an unfinished one of this spec is
     resume = (not done.exists() and started.exists() and json.loads(started.read_text()) == spec_data
               and can_resume(where))
     if where.exists() and not resume:
@@ -168,15 +169,15 @@ def _sweep(spec_data: dict, where: Path, log) -> dict:
     else:
         where.mkdir(parents=True)
         started.write_text(json.dumps(spec_data, indent=1) + "\n")
-    t0 = time.time() - (json.loads((where / "seconds.json").read_text()) if (where / "seconds.json").exists() else 0.0)
+    t0 = time.time() - (json.loads(spent.read_text()) if resume and spent.exists() else 0.0)
     try:
         res = run_sweep(JobSpec.parse(spec_data), where, trial_root=where / "trials", resume=resume)
     finally:  # the time spent so far counts toward the sweep's cost when it goes on
-        (where / "seconds.json").write_text(json.dumps(time.time() - t0))
+        spent.write_text(json.dumps(time.time() - t0))
     wanted = spec_data["sweep"]["trials"]
     if res["stopped"] or len(res["trials"]) < wanted:  # interrupted (e.g. Ctrl-C): never kept as done
         raise RuntimeError(f"{where}: the sweep stopped after {len(res['trials'])} of {wanted} trials; "
-                           "run the command again to redo it")
+                           "run the command again to go on with it")
     trials = [{"config": t.config, "value": t.value, "state": t.state,
                "epochs": (t.result or {}).get("data_passes_per_replica")} for t in res["trials"]]
     if res["best"] is None:
