@@ -56,8 +56,7 @@ class StoreListener(Listener):
             columns["replicas"] = event.placement
             self.m.poke_warm()  # new replicas took idle worker processes
         if event.kind in ("added", "removed"):  # the stored spec says what runs now
-            spec = JobSpec.parse(event.spec)
-            running.spec, running.cpus = spec, spec.replicas * spec.resources.cpus_per_replica
+            running.resized(JobSpec.parse(event.spec))
             columns["spec"] = event.spec
         self.m.write(self.job_id, event=("replica", api(event)), **columns)
 

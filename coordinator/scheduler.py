@@ -47,6 +47,12 @@ class Running:
     thread: threading.Thread | None = None
     startup: dict | None = None  # start-up steps, logged with the first stored round
 
+    def resized(self, spec: JobSpec) -> None:
+        """The job now runs ``spec`` (``esgd scale`` changed its replicas): what it holds follows
+        :func:`cpus_needed`. Only a plain job is scaled, never a sweep, so the cluster's size,
+        which only a sweep's footprint depends on, does not enter."""
+        self.spec, (self.cpus, _) = spec, cpus_needed(spec, 0.0)
+
 
 class Scheduler:
     """Starts queued jobs on ``m``'s cluster (``m``: the JobManager, whose ``running`` table
