@@ -27,6 +27,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 import ray  # noqa: E402
 import torch  # noqa: E402
 
+from coordinator.cluster import connect, disconnect  # noqa: E402
 from coordinator.compose import build_engine  # noqa: E402
 from coordinator.pool import RayPool  # noqa: E402
 from core.spec import JobSpec  # noqa: E402
@@ -101,8 +102,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--dataset", default="fashion-mnist")
     args = ap.parse_args()
-    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=512 * 1024 * 1024,
-             log_to_driver=False)
+    connect(num_cpus=2, object_store_mb=512)  # the embedded Ray the service starts
     dataset = load_dataset(args.dataset)
     print(f"# round overhead, L={args.steps}, batch 128, {os.cpu_count()} CPUs, torch {torch.__version__}, "
           f"CUDA {'yes' if torch.cuda.is_available() else 'no'}; medians of {args.rounds - 2} rounds")
@@ -118,7 +118,7 @@ def main() -> None:
             print(f"| {model} | {ours['params']:,} | {k} | {ours['round'] * 1e3:.0f} | {ours['compute'] * 1e3:.0f} "
                   f"| {over * 1e3:.1f} | {100 * over / ours['round']:.1f} | {ours['aggregate'] * 1e3:.1f} "
                   f"| {naive_over * 1e3:.1f} | {naive_over / max(over, 1e-9):.1f}x |", flush=True)
-    ray.shutdown()
+    disconnect()
 
 
 if __name__ == "__main__":

@@ -95,19 +95,18 @@ def sweep(tmp: Path) -> None:
     from coordinator.sweep_runner import TUNE_ENV
 
     os.environ.update(TUNE_ENV)
-    import ray
-
+    from coordinator.cluster import connect, disconnect
     from coordinator.sweep import run_sweep
     from core.spec import JobSpec
 
     t0 = time.monotonic()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=80 * 1024 * 1024)
+    connect(num_cpus=2, object_store_mb=80)  # the embedded Ray the service starts
     try:
         spec = JobSpec.parse({**SPEC, "sweep": {"space": {"inner.lr": "choice(0.1)"}, "trials": 1,
                                                 "scheduler": "none", "seed": 0}})
         out = run_sweep(spec, tmp / "sweep", trial_root=tmp / "sweep" / "trials")
     finally:
-        ray.shutdown()
+        disconnect()
     states = [(t.trial_id, t.state) for t in out["trials"]]
     assert len(states) == 1 and states[0][1] == "SUCCEEDED", states
     assert (tmp / "sweep" / "tune").is_dir(), "Tune kept no experiment"

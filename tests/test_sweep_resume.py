@@ -21,12 +21,11 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 DRIVER = r"""
 import json, sys
-import ray
+from coordinator.cluster import connect
 from core.spec import JobSpec
 from coordinator.sweep import run_sweep
 storage, resume, spec = sys.argv[1], sys.argv[2] == "1", json.loads(sys.argv[3])
-ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-         object_store_memory=256 * 1024 * 1024)
+connect(num_cpus=2, object_store_mb=256)
 started = []
 out = run_sweep(JobSpec.parse(spec), storage, trial_root=storage + "/trials", resume=resume,
                 sink=lambda kind, p: kind == "trial_start" and started.append(p["trial_id"]))
